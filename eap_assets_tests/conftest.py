@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from eap_assets.core import cells
-from eap_assets.core.intracellular import StimulusConfig, simulate_spike_templates
+from eap_assets.core.intracellular import simulate_spike_templates
+from eap_assets.pipeline import QUICK_STIMULUS
 
 INTERNEURON = "L5_BP_bAC217_1"
 PYRAMIDAL = "L5_TTPC1_cADpyr232_1"
-#: Short simulations for CI: 400 ms, 3 kept spikes (paper: 1200 ms, 10 spikes; see docs/cells.md).
-SHORT = StimulusConfig(tstop=400.0, n_keep=3, max_spikes=12)
+#: Short simulations for CI: the quick preset, 400 ms and 3 kept spikes (paper: 1200 ms, 10; docs/cells.md).
+SHORT = QUICK_STIMULUS
 
 
 @pytest.fixture(scope="session")

@@ -208,6 +208,10 @@ class EAPEngine:
         self.dtype = dtype
         self.scale = 1000.0 * linesource.medium_factor(medium)  # mV -> µV, image charge
         self.r_limit = np.asarray(templates.seg_diam, dtype=float) / 2.0
+        zero = np.flatnonzero(np.linalg.norm(templates.seg_end - templates.seg_start, axis=1) == 0)
+        if zero.size:
+            raise ValueError(f"spike templates of {templates.cell_name!r}: segments {zero[:10].tolist()} have zero "
+                             "length; the line-source model needs segments of positive length")
         self.currents = np.asarray(templates.imem, dtype=dtype)  # (K, S, T) nA
         n_contacts, n_seg = self.contacts.shape[0], templates.n_segments
         self.batch = max(1, _BATCH_ELEMENTS // (n_contacts * n_seg))
