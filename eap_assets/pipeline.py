@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eap_assets.core import cells
+from eap_assets.core import cells, eaps, intracellular
 from eap_assets.core.eaps import EAPConfig, EAPDataset, simulate_eap_dataset
 from eap_assets.core.features import feature_images
 from eap_assets.core.intracellular import SpikeTemplates, StimulusConfig, simulate_spike_templates
@@ -105,7 +105,7 @@ def ensure_templates(model: cells.CellModel, stimulus: StimulusConfig, data_dir:
     (templates, computed) : computed is False when reused from disk.
     """
     path = templates_path(data_dir, model.name)
-    key = settings_hash(stimulus)
+    key = settings_hash(stimulus, intracellular.CODE_VERSION)
     if path.exists() and not force:
         templates = SpikeTemplates.load(path)
         if templates.provenance.get("settings_hash") == key:
@@ -122,7 +122,7 @@ def ensure_eaps(templates: SpikeTemplates, model: cells.CellModel, config: EAPCo
                 force: bool = False, log: Log | None = None) -> tuple[EAPDataset, bool]:
     """Load the EAP dataset if made with these templates and ``config``, else simulate and save it."""
     folder = eaps_dir(data_dir, model.name, config.rotation)
-    key = settings_hash(config, templates.provenance.get("settings_hash"))
+    key = settings_hash(config, eaps.CODE_VERSION, templates.provenance.get("settings_hash"))
     if (folder / "meta.json").exists() and not force:
         dataset = EAPDataset.load(folder)
         if dataset.provenance.get("settings_hash") == key:

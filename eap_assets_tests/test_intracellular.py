@@ -32,7 +32,7 @@ def test_next_amplitude_brackets_and_interpolates():
     assert ic.next_amplitude([(0.4, 30)], 11, 15) < 0.4
     nxt = ic.next_amplitude([(0.2, 5), (0.4, 25)], 11, 15)
     assert 0.2 < nxt < 0.4
-    assert nxt == pytest.approx(0.2 + (14 - 5) * 0.2 / 20)
+    assert nxt == pytest.approx(0.2 + (13 - 5) * 0.2 / 20)  # aims at the middle of 11-15
 
 
 def test_cell_that_cannot_reach_the_target_fails_clearly(models):

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from eap_assets import cli
+from eap_assets.core import eaps
 from eap_assets.core.eaps import EAPConfig, EAPDataset
 from eap_assets.pipeline import PipelineConfig, eaps_dir, features_path, run_pipeline, templates_path
 
@@ -20,7 +21,7 @@ def _config(tmp_path, **kw):
                           stimulus=SHORT, eap=EAPConfig(n_eaps=12), workers=1, **kw)
 
 
-def test_pipeline_writes_everything_and_reuses_up_to_date_outputs(tmp_path):
+def test_pipeline_writes_everything_and_reuses_up_to_date_outputs(tmp_path, monkeypatch):
     config = _config(tmp_path)
     rows, failures = run_pipeline(config, log=lambda m: None)
     assert not failures and [r["rotation"] for r in rows] == ["norot", "3drot"]
@@ -39,6 +40,9 @@ def test_pipeline_writes_everything_and_reuses_up_to_date_outputs(tmp_path):
 
     changed, _ = run_pipeline(replace(config, eap=EAPConfig(n_eaps=12, seed=1)), log=lambda m: None)
     assert all(r["computed"] for r in changed)  # a different seed is different data: never silently reused
+    monkeypatch.setattr(eaps, "CODE_VERSION", "eaps-test")
+    newer, _ = run_pipeline(replace(config, eap=EAPConfig(n_eaps=12, seed=1)), log=lambda m: None)
+    assert all(r["computed"] for r in newer)  # outputs of older code are not reused either
     assert not [p for p in data.rglob("*.tmp")]
 
 

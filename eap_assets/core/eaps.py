@@ -24,6 +24,8 @@ from eap_assets.core.intracellular import SpikeTemplates
 from eap_assets.core.probe import get_probe
 from eap_assets.core.storage import atomic_path, atomic_save_npy
 
+#: Version of the EAP sampling and line-source code (see intracellular.CODE_VERSION).
+CODE_VERSION = "eaps-1"
 #: Candidates drawn at a time. Part of the sampling algorithm: changing it changes the data.
 DRAW_CHUNK = 256
 #: Upper bound of elements of one (placements x contacts x segments) temporary.

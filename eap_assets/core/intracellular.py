@@ -20,6 +20,11 @@ from eap_assets.core.cells import CellModel, load_lfpy_cell
 from eap_assets.core.storage import atomic_save_npz, load_npz
 
 
+#: Version of the simulation and cutting code; part of every stored settings hash, so outputs of
+#: an older algorithm are never reused as if current. Bump it when results would change.
+CODE_VERSION = "templates-2"
+
+
 class SpikeTargetError(RuntimeError):
     """The cell could not be driven to the target number of spikes within the allowed tries."""
 
@@ -218,7 +223,7 @@ def next_amplitude(history: list[tuple[float, int]], low: int, high: int) -> flo
         The next amplitude: interpolated on the f-I relation once the target is bracketed,
         extrapolated (bounded steps) before that.
     """
-    target = min(high, low + 3)
+    target = 0.5 * (low + high)
     below = sorted((a, n) for a, n in history if n < low)
     above = sorted((a, n) for a, n in history if n > high)
     if below and above:
