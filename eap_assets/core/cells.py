@@ -268,7 +268,8 @@ def _define_template(model: CellModel) -> None:
 
     h.load_file("stdrun.hoc")
     h.load_file("import3d.hoc")
-    h.load_file(1, str(model.path / "constants.hoc")) if (model.path / "constants.hoc").exists() else None
+    if (model.path / "constants.hoc").exists():  # celsius = 34 for the BBP models
+        h.load_file(1, str(model.path / "constants.hoc"))
     for hoc in ("morphology.hoc", "biophysics.hoc"):
         tname = _template_name(model.path / hoc, model.name)
         if not hasattr(h, tname):
