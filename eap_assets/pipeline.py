@@ -141,8 +141,9 @@ def run_cell(model: cells.CellModel, config: PipelineConfig, log: Log | None = N
         start = time.perf_counter()
         dataset, computed = ensure_eaps(templates, model, replace(config.eap, rotation=rotation), config.data_dir,
                                         config.force)
-        images = feature_images(np.asarray(dataset.eaps), dataset.dt, dataset.probe)
-        atomic_save_npy(features_path(config.data_dir, model.name, rotation), images)
+        images_path = features_path(config.data_dir, model.name, rotation)
+        if computed or not images_path.exists():  # features follow their EAPs; reused EAPs keep theirs
+            atomic_save_npy(images_path, feature_images(np.asarray(dataset.eaps), dataset.dt, dataset.probe))
         rows.append({"cell": model.name, "mtype": model.mtype, "ei": model.ei_label, "rotation": rotation,
                      "accepted": dataset.accepted, "tries": dataset.tries,
                      "acceptance_rate": round(dataset.acceptance_rate, 4), "computed": computed,

@@ -50,12 +50,20 @@ def test_synapses_are_refused_clearly(models):
         getattr(h, models["L5_BP_bAC217_1"].template_name)(1)  # synapses enabled -> stand-in raises
 
 
-def test_mechanism_cache_is_reused(models, tmp_path):
+def test_mechanism_cache_is_reused(models, monkeypatch):
     union = mechanisms.union_of_mod_files({m.name: m.mod_files for m in models.values()})
     first = mechanisms.compile_mechanisms(union)
-    assert (first / "COMPLETE").exists()
+    assert (first / "COMPLETE").exists() and first.name == mechanisms.mechanisms_hash(union)
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("nrnivmodl ran again although the library is cached")
+
+    monkeypatch.setattr(mechanisms.subprocess, "run", no_compiler)
     assert mechanisms.compile_mechanisms(union) == first
-    assert first.name == mechanisms.mechanisms_hash(union)
+    changed = dict(union)
+    changed.pop("Ca.mod")  # another set of files -> another hash -> would need compiling
+    with pytest.raises(AssertionError, match="nrnivmodl ran again"):
+        mechanisms.compile_mechanisms(changed, cache_dir=first.parent.parent / "other")
 
 
 # --- bad inputs -------------------------------------------------------------------------------

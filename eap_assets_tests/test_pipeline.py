@@ -32,11 +32,15 @@ def test_pipeline_writes_everything_and_reuses_up_to_date_outputs(tmp_path, monk
     assert images.shape == (12, 10, 10, 2)
     ds = EAPDataset.load(eaps_dir(data, INTERNEURON, "3drot"))
     assert ds.provenance["templates"]["neuron"].startswith("9.")
-    mtime = (eaps_dir(data, INTERNEURON, "norot") / "eaps.npy").stat().st_mtime_ns
+    outputs = [eaps_dir(data, INTERNEURON, "norot") / "eaps.npy", features_path(data, INTERNEURON, "norot")]
+    mtimes = [p.stat().st_mtime_ns for p in outputs]
 
     again, _ = run_pipeline(config, log=lambda m: None)
     assert not any(r["computed"] for r in again)
-    assert (eaps_dir(data, INTERNEURON, "norot") / "eaps.npy").stat().st_mtime_ns == mtime
+    assert [p.stat().st_mtime_ns for p in outputs] == mtimes  # neither EAPs nor features rewritten
+    features_path(data, INTERNEURON, "norot").unlink()
+    run_pipeline(config, log=lambda m: None)
+    assert features_path(data, INTERNEURON, "norot").exists()  # a missing feature file is remade
 
     changed, _ = run_pipeline(replace(config, eap=EAPConfig(n_eaps=12, seed=1)), log=lambda m: None)
     assert all(r["computed"] for r in changed)  # a different seed is different data: never silently reused

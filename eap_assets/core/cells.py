@@ -215,14 +215,7 @@ def prepare_mechanisms(models: Sequence[CellModel], cache_dir: Path | None = Non
     Path
         The build directory of the compiled library.
     """
-    owners: dict[str, list[str]] = {}
-    for model in models:
-        for mod in model.mod_files:
-            owners.setdefault(mod.name, []).append(model.name)
-    union = mech.union_of_mod_files({m.name: m.mod_files for m in models})
-    build = mech.compile_mechanisms(union, cache_dir=cache_dir, owners=owners)
-    mech.load_mechanisms(build)
-    return build
+    return mech.build_and_load({m.name: m.mod_files for m in models}, cache_dir=cache_dir)
 
 
 def ensure_mechanisms(model: CellModel, cache_dir: Path | None = None) -> None:
@@ -243,12 +236,7 @@ def ensure_mechanisms(model: CellModel, cache_dir: Path | None = None) -> None:
         for mod in sorted(folder.glob("*/mechanisms/*.mod")):
             sources.setdefault(mod.parent.parent.name, []).append(mod)
     sources[model.name] = list(model.mod_files)
-    owners: dict[str, list[str]] = {}
-    for name, mods in sources.items():
-        for mod in mods:
-            owners.setdefault(mod.name, []).append(name)
-    union = mech.union_of_mod_files(sources)
-    mech.load_mechanisms(mech.compile_mechanisms(union, cache_dir=cache_dir, owners=owners))
+    mech.build_and_load(sources, cache_dir=cache_dir)
 
 
 @contextlib.contextmanager

@@ -239,6 +239,30 @@ def load_mechanisms(build_dir: Path) -> None:
     _loaded["names"] = names
 
 
+def build_and_load(sources: Mapping[str, Iterable[Path]], cache_dir: Path | None = None) -> Path:
+    """Union of several models' .mod files -> compiled (cached) -> loaded in this process.
+
+    Parameters
+    ----------
+    sources : mapping of model name -> iterable of .mod paths
+    cache_dir : Path, optional
+        Cache root (default :func:`default_cache_dir`).
+
+    Returns
+    -------
+    Path
+        The build directory of the compiled library.
+    """
+    sources = {model: [Path(p) for p in files] for model, files in sources.items()}
+    owners: dict[str, list[str]] = {}
+    for model, files in sources.items():
+        for path in files:
+            owners.setdefault(path.name, []).append(model)
+    build = compile_mechanisms(union_of_mod_files(sources), cache_dir=cache_dir, owners=owners)
+    load_mechanisms(build)
+    return build
+
+
 def loaded_mechanisms() -> frozenset[str]:
     """Names of the mechanisms loaded by :func:`load_mechanisms` in this process."""
     return frozenset(_loaded["names"])  # type: ignore[arg-type]
