@@ -5,9 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # `make run` scale: the quick preset by default; `make run RUN_ARGS=` runs paper scale (1000 EAPs, 1.2 s).
 RUN_ARGS ?= --quick
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto --dist loadfile
+# The local Dagster instance (sqlite) lives in the repository, gitignored; `make run` and `make ui` share it.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install compile test run cells-doc clean
+.PHONY: install compile test run ui cells-doc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,13 +27,18 @@ compile: install
 test: compile
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## the main job: all 13 cells x 4 rotations -> data/ (templates, EAPs, feature images)
+## materialise the whole asset graph (13 cells x 4 rotations) through the local Dagster instance;
+## up-to-date partitions are skipped; the runs show in `make ui`
 run: compile
 	$(BIN)/eap-assets run $(RUN_ARGS)
+
+## the Dagster UI (webserver + daemon) on http://127.0.0.1:3000; Ctrl-C or SIGTERM stops it
+ui: compile
+	$(BIN)/eap-assets ui
 
 ## regenerate docs/cells.md at paper settings (13 cells, 1.2 s simulations)
 cells-doc: compile
 	$(BIN)/eap-assets cells-table --workers 2 --out docs/cells.md
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .dagster_home

@@ -1,4 +1,4 @@
-"""Command line: ``eap-assets compile | run | cells-table``."""
+"""Command line: ``eap-assets compile | run | ui | cells-table``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import json
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from eap_assets.core.eaps import EAPConfig
-from eap_assets.core.intracellular import StimulusConfig
-from eap_assets.core.rotations import PAPER_ROTATIONS, ROTATION_MODES
-from eap_assets.pipeline import QUICK_N_EAPS, QUICK_STIMULUS
+from eap_assets.core.stages import QUICK_N_EAPS, QUICK_STIMULUS
 
 
 
@@ -22,27 +18,32 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-folder", type=Path, action="append", default=[],
                         help="extra folder of NMC-portal cell models (repeatable)")
     parser.add_argument("--cells", default="", help="comma-separated model names (default: all)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel cell processes (default 2)")
+    parser.add_argument("--workers", type=int, default=None, help="runs at once (default: one per core)")
     parser.add_argument("--force", action="store_true", help="recompute even if up-to-date outputs exist")
     parser.add_argument("--quick", action="store_true",
                         help=f"quick preset: {QUICK_STIMULUS.tstop:g} ms simulations, {QUICK_STIMULUS.n_keep} "
                              f"spikes, {QUICK_N_EAPS} EAPs per cell and rotation")
 
 
-def _pipeline_config(args: argparse.Namespace):
-    from eap_assets.pipeline import PipelineConfig
+def _settings(args: argparse.Namespace):
+    from eap_assets.defs.resources import SimulationSettings
 
-    stimulus = QUICK_STIMULUS if args.quick else StimulusConfig()
-    n_eaps = getattr(args, "n_eaps", None) or (QUICK_N_EAPS if args.quick else 1000)
-    eap = EAPConfig(probe=getattr(args, "probe", "SqMEA-10-15"), n_eaps=n_eaps,
-                    medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0))
-    rotations = tuple(r for r in getattr(args, "rotations", ",".join(PAPER_ROTATIONS)).split(",") if r)
-    bad = [r for r in rotations if r not in ROTATION_MODES]
-    if bad:
-        raise SystemExit(f"--rotations: unknown mode(s) {', '.join(bad)}; choose from {', '.join(ROTATION_MODES)}")
-    return PipelineConfig(data_dir=args.data_dir, cells=tuple(c for c in args.cells.split(",") if c) or None,
-                          model_folders=tuple(args.model_folder), rotations=rotations, stimulus=stimulus, eap=eap,
-                          workers=args.workers, force=args.force)
+    return SimulationSettings(
+        data_dir=str(args.data_dir.expanduser().resolve()), preset="quick" if args.quick else "paper",
+        model_folders=[str(p.expanduser().resolve()) for p in args.model_folder],
+        n_eaps=getattr(args, "n_eaps", None), probe=getattr(args, "probe", "SqMEA-10-15"),
+        medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0), force=args.force)
+
+
+def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
+    from eap_assets.local import cpu_count
+    from eap_assets.run import materialize_graph
+
+    settings = _settings(args)
+    rotations = [r for r in getattr(args, "rotations", "").split(",") if r] or None
+    report = materialize_graph(settings, [c for c in args.cells.split(",") if c] or None, rotations, stages,
+                               workers=args.workers or cpu_count())
+    return settings, report
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -56,21 +57,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from eap_assets.pipeline import run_pipeline
+    from dataclasses import asdict
 
-    config = _pipeline_config(args)
-    start = time.perf_counter()
-    rows, failures = run_pipeline(config)
-    summary = config.data_dir / "summary.json"
+    stages = tuple(x for x in args.stages.split(",") if x)
+    settings, report = _materialize(args, stages)
+    summary = settings.data_path / "summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps({"rows": rows, "failures": failures}, indent=2))
-    print(f"\n{len(rows)} datasets in {time.perf_counter() - start:.0f} s; results under {config.data_dir.resolve()}:")
-    for sub in ("templates", "eaps", "features"):
-        print(f"  {config.data_dir / sub}/")
-    print(f"  {summary} (acceptance per cell and rotation)")
-    for name, message in failures.items():
-        print(f"FAILED {name}: {message}", file=sys.stderr)
-    return 1 if failures else 0
+    summary.write_text(json.dumps([asdict(r) for r in report.results], indent=2))
+    print(f"results under {settings.data_path}; per-partition outcome in {summary}; "
+          "the runs are in the Dagster UI (make ui)")
+    for result in report.failed:
+        print(f"FAILED {result.job} {result.partition}: {result.error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from eap_assets.local import run_ui
+
+    return run_ui(args.host, args.port, args.workspace)
 
 
 def cmd_cells_table(args: argparse.Namespace) -> int:
@@ -78,20 +82,24 @@ def cmd_cells_table(args: argparse.Namespace) -> int:
     import neuron
 
     from eap_assets.core.intracellular import SpikeTemplates
-    from eap_assets.pipeline import cells_table, run_pipeline, select_models, templates_path
+    from eap_assets.core.stages import cells_table, select_models, templates_path
+    from eap_assets.local import cpu_count
 
-    config = replace(_pipeline_config(args), rotations=())
-    _, failures = run_pipeline(config)  # templates only (no rotations)
-    models = {m.name: m for m in select_models(config)}
-    templates = [SpikeTemplates.load(templates_path(config.data_dir, n)) for n in sorted(models) if n not in failures]
-    s = config.stimulus
-    text = (f"# Cell models at {'quick' if args.quick else 'paper'} settings\n\n"
-            f"Generated by `eap-assets cells-table{' --quick' if args.quick else ''} --workers {config.workers}` "
-            f"(`make cells-doc`). Soma current step from {s.delay:g} ms to the end of a {s.tstop:g} ms simulation, "
-            f"dt = {s.dt:g} ms, {s.n_keep} spikes kept after skipping the first, accepted spike counts "
+    settings, report = _materialize(args, ("cells",))
+    failures = {r.partition: r.error for r in report.failed}
+    models = {m.name: m for m in select_models(args.model_folder, [c for c in args.cells.split(",") if c] or None)}
+    templates = [SpikeTemplates.load(templates_path(settings.data_path, n)) for n in sorted(models)
+                 if n not in failures]
+    s = settings.stimulus()
+    workers = args.workers or cpu_count()
+    text = (f"# Cell models at {settings.preset} settings\n\n"
+            f"Generated by `eap-assets cells-table{' --quick' if args.quick else ''}{' --force' if args.force else ''}` "
+            f"(`make cells-doc`), which materialises `cell_model` and `spike_templates` for every cell, "
+            f"{workers} runs at once. Soma current step from {s.delay:g} ms to the end of a {s.tstop:g} ms "
+            f"simulation, dt = {s.dt:g} ms, {s.n_keep} spikes kept after skipping the first, accepted spike counts "
             f"{s.n_keep + 1}-{s.max_spikes}. Segments: LFPy's default lambda100 rule.\n\n"
-            f"Times are wall-clock seconds per cell with {config.workers} cells simulated at once on "
-            f"{platform.machine()} ({_cpu_count()} cores), NEURON {neuron.__version__}, LFPy {LFPy.__version__}. "
+            f"Times are wall-clock seconds per cell with {workers} cells simulated at once on "
+            f"{platform.machine()} ({cpu_count()} cores), NEURON {neuron.__version__}, LFPy {LFPy.__version__}. "
             "'all simulations' includes the current search (soma Vm only) and the final simulation that also "
             "records every segment's membrane current.\n\n" + cells_table(templates, models))
     if failures:
@@ -103,27 +111,28 @@ def cmd_cells_table(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eap-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("compile", help="compile the NEURON mechanisms of all cell models (cached)")
     p.add_argument("--model-folder", type=Path, action="append", default=[])
     p.set_defaults(func=cmd_compile)
-    p = sub.add_parser("run", help="spike templates -> EAP datasets -> feature images for every cell and rotation")
+    p = sub.add_parser("run", help="materialise the asset graph (cells -> EAPs -> feature/training tables) "
+                                   "through the local Dagster instance, skipping up-to-date partitions")
     _common(p)
-    p.add_argument("--rotations", default=",".join(PAPER_ROTATIONS), help="comma-separated rotation modes")
+    p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
+    p.add_argument("--stages", default="cells,eaps,training", help="comma-separated subset of cells,eaps,training")
     p.add_argument("--n-eaps", type=int, default=None,
                    help="accepted EAPs per cell and rotation (default 1000; 50 with --quick)")
     p.add_argument("--probe", default="SqMEA-10-15", help="MEAutility probe name")
     p.add_argument("--medium", default="infinite", choices=["infinite", "mea_plane"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ui", help="start the Dagster UI (webserver + daemon) on the local instance")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--workspace", default="workspace.yaml")
+    p.set_defaults(func=cmd_ui)
     p = sub.add_parser("cells-table", help="simulate every cell's templates and write the table of docs/cells.md")
     _common(p)
     p.add_argument("--out", type=Path, default=Path("docs/cells.md"))

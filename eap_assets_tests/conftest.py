@@ -6,7 +6,7 @@ import pytest
 
 from eap_assets.core import cells
 from eap_assets.core.intracellular import simulate_spike_templates
-from eap_assets.pipeline import QUICK_STIMULUS
+from eap_assets.core.stages import QUICK_STIMULUS
 
 INTERNEURON = "L5_BP_bAC217_1"
 PYRAMIDAL = "L5_TTPC1_cADpyr232_1"

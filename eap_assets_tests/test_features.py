@@ -84,3 +84,40 @@ def test_bad_eap_shapes_and_values():
     eaps[2, 5, 7] = np.nan
     with pytest.raises(ValueError, match=r"NaN or inf \(EAP rows \[2\]"):
         features.feature_images(eaps, DT)
+
+
+def _dataset(n: int = 6, seed: int = 0):
+    from eap_assets.core.eaps import EAPDataset
+
+    rng = np.random.default_rng(seed)
+    eaps = np.zeros((n, 100, T), dtype=np.float32)
+    eaps[:, :, :] = rng.normal(0, 1, size=(n, 100, T))
+    eaps[:, 7, :] += _bump(70, -100.0) + _bump(100, 40.0)  # contact 7 carries the spike
+    return EAPDataset(cell_name="L5_BP_bAC217_1", rotation="zrot", probe="SqMEA-10-15", eaps=eaps,
+                      positions=rng.uniform(10, 60, (n, 3)), rotations=np.repeat(np.eye(3)[None], n, axis=0),
+                      spike_index=np.arange(n) % 3, candidate_index=np.arange(n) * 2, tries=2 * n, dt=DT)
+
+
+def test_feature_table_rows_labels_and_schema():
+    dataset = _dataset()
+    table = features.feature_table(dataset, "BP", excitatory=False)
+    assert len(table) == 6 and table["eap_id"].tolist() == list(range(6))
+    assert set(table["ei"]) == {"I"} and set(table["mtype"]) == {"BP"} and set(table["rotation"]) == {"zrot"}
+    assert features.schema_problems(table, 100) == [] and features.nonfinite_columns(table) == []
+    assert np.allclose(table["amplitude_max_uv"], table["amp_c007"])
+    assert np.allclose(table["peak_to_peak_uv"], np.ptp(dataset.eaps, axis=-1).max(axis=-1))
+    images = features.images_from_table(table)
+    assert np.array_equal(images, features.feature_images(dataset.eaps, DT))  # same images either way
+
+
+def test_feature_table_problems_are_reported():
+    table = features.feature_table(_dataset(), "BP", excitatory=False)
+    broken = table.drop(columns=["width_c099"]).astype({"amp_c000": "float64"})
+    problems = features.schema_problems(broken, 100)
+    assert any("width_c099" in p for p in problems) and any("'amp_c000' has dtype float64" in p for p in problems)
+    table.loc[2, "amp_c003"] = np.nan
+    assert features.nonfinite_columns(table) == ["amp_c003"]
+    dataset = _dataset()
+    dataset.eaps[4, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf in EAP rows \\[4\\]"):
+        features.feature_table(dataset, "BP", excitatory=False)

@@ -9,12 +9,15 @@ A model folder (e.g. ``L5_TTPC1_cADpyr232_1``) holds ``template.hoc``, ``biophys
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from eap_assets.core import mechanisms as mech
 
@@ -162,6 +165,30 @@ def read_cell_model(folder: str | os.PathLike[str]) -> CellModel:
     )
 
 
+def model_hash(model: CellModel) -> str:
+    """Hash of every file of the model folder (names and contents): changes when the model does."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and "x86_64" not in p.parts):
+        digest.update(str(path.relative_to(model.path)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def segment_geometry(cell) -> dict[str, np.ndarray]:
+    """Segment end points and diameters of an instantiated ``LFPy`` cell.
+
+    Returns
+    -------
+    dict
+        ``seg_start``, ``seg_end`` (n_seg, 3) µm and ``seg_diam`` (n_seg,) µm, in the
+        morphology's own frame; segment 0 is in the soma.
+    """
+    diam = cell.d.mean(axis=-1) if cell.d.ndim == 2 else cell.d
+    return {"seg_start": np.column_stack([cell.x[:, 0], cell.y[:, 0], cell.z[:, 0]]),
+            "seg_end": np.column_stack([cell.x[:, -1], cell.y[:, -1], cell.z[:, -1]]),
+            "seg_diam": np.asarray(diam, dtype=float)}
+
+
 def mearec_models_dir() -> Path:
     """Folder of the BBP models shipped in the installed MEArec wheel (data only, no MEArec code runs)."""
     import importlib.util
@@ -175,28 +202,49 @@ def mearec_models_dir() -> Path:
     return folder
 
 
+def scan_cell_models(folders: Iterable[str | os.PathLike[str]]) -> tuple[dict[str, CellModel], dict[str, str]]:
+    """Read every model folder (a sub-folder with a ``template.hoc``) of ``folders``, tolerating bad ones.
+
+    Returns
+    -------
+    (models, problems)
+        Valid models by name (sorted), and folder path -> error message for the sub-folders that
+        are not valid models (including a name found twice).
+    """
+    found: dict[str, CellModel] = {}
+    problems: dict[str, str] = {}
+    for root in (Path(f) for f in folders):
+        if not root.is_dir():
+            problems[str(root)] = f"cell model folder {root} does not exist"
+            continue
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "template.hoc").exists()):
+            try:
+                model = read_cell_model(sub)
+            except CellModelError as exc:
+                problems[str(sub)] = str(exc)
+                continue
+            if model.name in found:
+                problems[str(sub)] = f"cell model {model.name!r} found twice: {found[model.name].path} and {sub}"
+                continue
+            found[model.name] = model
+    return dict(sorted(found.items())), problems
+
+
 def discover_cell_models(folders: Iterable[str | os.PathLike[str]] | None = None) -> dict[str, CellModel]:
     """Find every model folder in the given folders (default: the 13 models in MEArec).
 
-    Every sub-folder that contains a ``template.hoc`` is read and validated. A name present in
-    two folders is an error.
+    Every sub-folder that contains a ``template.hoc`` is read and validated; the first invalid
+    one (or a name present in two folders) raises.
 
     Returns
     -------
     dict
         Model name -> :class:`CellModel`, sorted by name.
     """
-    roots = [Path(f) for f in folders] if folders is not None else [mearec_models_dir()]
-    found: dict[str, CellModel] = {}
-    for root in roots:
-        if not root.is_dir():
-            raise CellModelError(f"cell model folder {root} does not exist")
-        for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "template.hoc").exists()):
-            model = read_cell_model(sub)
-            if model.name in found:
-                raise CellModelError(f"cell model {model.name!r} found twice: {found[model.name].path} and {sub}")
-            found[model.name] = model
-    return dict(sorted(found.items()))
+    found, problems = scan_cell_models(folders if folders is not None else [mearec_models_dir()])
+    if problems:
+        raise CellModelError(next(iter(problems.values())))
+    return found
 
 
 def get_cell_model(name: str, folders: Iterable[str | os.PathLike[str]] | None = None) -> CellModel:

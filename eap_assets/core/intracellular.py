@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eap_assets.core.cells import CellModel, load_lfpy_cell
+from eap_assets.core.cells import CellModel, load_lfpy_cell, segment_geometry
 from eap_assets.core.storage import atomic_save_npz, load_npz
 
 
@@ -333,18 +333,14 @@ def simulate_spike_templates(
     kept = peaks[1:1 + config.n_keep]  # the first spike (onset transient) is skipped
     idx = kept[:, None] + np.arange(-config.n_pre, config.n_post)[None, :]
     imem = np.ascontiguousarray(np.transpose(cell.imem[:, idx], (1, 0, 2)))
-    geometry = {
-        "seg_start": np.column_stack([cell.x[:, 0], cell.y[:, 0], cell.z[:, 0]]),
-        "seg_end": np.column_stack([cell.x[:, -1], cell.y[:, -1], cell.z[:, -1]]),
-    }
-    seg_diam = cell.d.mean(axis=-1) if cell.d.ndim == 2 else cell.d
+    geometry = segment_geometry(cell)
     templates = SpikeTemplates(
         cell_name=model.name,
         imem=imem,
         vsoma=np.asarray(cell.somav)[idx],
         seg_start=geometry["seg_start"],
         seg_end=geometry["seg_end"],
-        seg_diam=np.asarray(seg_diam, dtype=float),
+        seg_diam=geometry["seg_diam"],
         soma_pos=0.5 * (geometry["seg_start"][0] + geometry["seg_end"][0]),
         dt=config.dt,
         n_pre=config.n_pre,

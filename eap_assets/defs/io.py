@@ -1,0 +1,79 @@
+"""Partitioned Parquet through Dagster's ``UPathIOManager``: ``<base>/<asset>/<partition>.parquet``.
+
+Multi-partition keys become sub-folders in dimension order (``feature_table/<cell>/<rotation>.parquet``).
+Local files are written to a temporary file and renamed; object stores write whole objects.
+A frame carrying ``attrs["key"]`` (the artefact key of :mod:`eap_assets.core.stages`) is not
+rewritten when the stored file already has that key, so re-materialising an up-to-date
+partition leaves its file untouched.
+"""
+
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+from eap_assets.core.storage import atomic_path
+from eap_assets.defs.resources import SimulationSettings
+
+KEY_FIELD = b"eap_assets.key"
+
+
+def stored_parquet_key(path: UPath) -> str | None:
+    """The artefact key in a Parquet file's schema metadata (None if absent or unreadable)."""
+    try:
+        with path.open("rb") as fh:
+            metadata = pq.read_schema(fh).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = metadata.get(KEY_FIELD)
+    return value.decode() if value else None
+
+
+class ParquetIOManager(dg.UPathIOManager):
+    """Stores pandas DataFrames as Parquet files, one per partition."""
+
+    extension: str = ".parquet"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, "
+                            f"got {type(obj).__name__}")
+        key = obj.attrs.get("key")
+        if key is not None and path.exists() and stored_parquet_key(path) == key:
+            context.log.info(f"{path} is up to date (key {key}); not rewritten")
+            return
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+        if key is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), KEY_FIELD: str(key).encode()})
+        if path.protocol in ("", "file", "local"):
+            with atomic_path(path.path) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            with path.open("wb") as fh:
+                pq.write_table(table, fh)
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        try:
+            with path.open("rb") as fh:
+                table = pq.read_table(fh)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ValueError(f"{path}: not a readable Parquet file ({exc}); re-materialise "
+                             f"{context.upstream_output.asset_key.to_user_string() if context.upstream_output else 'it'}"
+                             ) from exc
+        frame = table.to_pandas()
+        frame.attrs["key"] = (table.schema.metadata or {}).get(KEY_FIELD, b"").decode() or None
+        return frame
+
+
+@dg.io_manager(required_resource_keys={"settings"},
+               config_schema={"base_dir": dg.Field(str, is_required=False,
+                                                   description="Local path or URL (s3://...); default: settings.data_dir")})
+def parquet_io_manager(init_context: dg.InitResourceContext) -> ParquetIOManager:
+    """:class:`ParquetIOManager` rooted at ``base_dir`` or, by default, the run's ``settings.data_dir``
+    (so one run-config change of the settings moves every artefact)."""
+    settings: SimulationSettings = init_context.resources.settings
+    return ParquetIOManager(base_path=UPath(init_context.resource_config.get("base_dir") or str(settings.data_path)))

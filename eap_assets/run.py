@@ -1,0 +1,257 @@
+"""``make run``: materialise the whole asset graph in dependency order through the local Dagster
+instance, partitions in parallel worker processes, skipping partitions that are up to date.
+
+Per cell: ``cell_models_job`` (cell_model, spike_templates); as soon as it is done, per rotation
+``eap_datasets_job`` (eap_dataset, feature_table); once every cell of a rotation is done,
+``training_tables_job`` (training_table and what hangs off it). Every run is an ordinary Dagster
+run recorded in the instance, so it shows in the UI with its logs, metadata and checks.
+
+A partition is skipped when the instance's latest materialisation of its last asset carries the
+key that the current settings give *and* the artefact on disk still has that key; ``force``
+runs everything (and makes the assets recompute).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import dagster as dg
+from upath import UPath
+
+from eap_assets.core import cells, stages
+from eap_assets.defs.features import expected_features_key, training_key
+from eap_assets.defs.io import stored_parquet_key
+from eap_assets.defs.partitions import cell_partitions, cell_rotation_key, rotation_partitions
+from eap_assets.defs.resources import SimulationSettings
+from eap_assets.local import ensure_dagster_home
+
+STAGES: tuple[str, ...] = ("cells", "eaps", "training")
+Log = Callable[[str], None]
+
+
+@dataclass
+class TaskResult:
+    """Outcome of one partition run (or of its skip)."""
+
+    job: str
+    partition: str
+    status: str  # "done" | "skipped" | "failed"
+    seconds: float = 0.0
+    run_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    """Everything :func:`materialize_graph` did."""
+
+    results: list[TaskResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TaskResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+
+def settings_run_config(settings: SimulationSettings) -> dict:
+    """Run config that gives a run exactly these settings (also visible in the UI's launchpad)."""
+    values = {name: getattr(settings, name) for name in SimulationSettings.model_fields}
+    return {"resources": {"settings": {"config": values}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
+
+
+def execute_partition(job_name: str, partition_key: str, run_config: dict) -> TaskResult:
+    """Run one job for one partition in this process, recorded in the ``$DAGSTER_HOME`` instance."""
+    from eap_assets.definitions import defs
+
+    start = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=partition_key, instance=instance, run_config=run_config, raise_on_error=False)
+    errors = [e.step_failure_data.error for e in result.all_events
+              if e.is_step_failure and e.step_failure_data and e.step_failure_data.error]
+    checks = [f"check {e.asset_check_evaluation_data.check_name} failed: {e.asset_check_evaluation_data.description}"
+              for e in result.all_events if e.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
+              and not e.asset_check_evaluation_data.passed]
+    error = "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None
+    return TaskResult(job_name, partition_key, "done" if result.success and not checks else "failed",
+                      round(time.perf_counter() - start, 1), result.run_id, error)
+
+
+def _root_cause(error) -> str:
+    """The user's exception inside a Dagster step failure (skipping Dagster's wrappers, not its causes)."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}"
+
+
+def latest_key(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
+    """The ``key`` metadata of the latest materialisation of an asset partition (None if none)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("key")
+    return value.value if value is not None else None
+
+
+class _UpToDate:
+    """Which partitions the instance and the disk show as up to date under ``settings``."""
+
+    def __init__(self, instance: dg.DagsterInstance, settings: SimulationSettings):
+        self.instance, self.settings, self.data = instance, settings, settings.data_path
+
+    def cell(self, model: cells.CellModel) -> bool:
+        key = stages.templates_key(model, self.settings.stimulus())
+        return (latest_key(self.instance, "cell_model", model.name) == cells.model_hash(model)
+                and latest_key(self.instance, "spike_templates", model.name) == key
+                and stages.stored_key(stages.templates_path(self.data, model.name)) == key)
+
+    def eaps(self, model: cells.CellModel, rotation: str) -> bool:
+        key = expected_features_key(self.settings, model, rotation)
+        path = UPath(self.data) / "feature_table" / model.name / f"{rotation}.parquet"
+        partition = str(cell_rotation_key(model.name, rotation))
+        return latest_key(self.instance, "feature_table", partition) == key and stored_parquet_key(path) == key
+
+    def training(self, models: Sequence[cells.CellModel], rotation: str) -> bool:
+        key = training_key(self.settings, {m.name: expected_features_key(self.settings, m, rotation) for m in models})
+        path = UPath(self.data) / "training_table" / f"{rotation}.parquet"
+        return latest_key(self.instance, "training_table", rotation) == key and stored_parquet_key(path) == key
+
+
+def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | None = None,
+                      rotations: Sequence[str] | None = None, stages_: Sequence[str] = STAGES, workers: int = 2,
+                      log: Log = print) -> RunReport:
+    """Materialise cells -> EAP datasets/feature tables -> training tables, ``workers`` runs at a time.
+
+    Parameters
+    ----------
+    settings : SimulationSettings
+        Passed to every run as run config; ``settings.force`` disables skipping.
+    cell_names : sequence of str, optional
+        Models to run (default: every model found); they are registered as ``cell_model`` partitions.
+    rotations : sequence of str, optional
+        Rotation partitions to run (default: all of the deployment's).
+    stages_ : sequence of str
+        Subset of :data:`STAGES`.
+    workers : int
+        Runs executed at once (processes; NEURON is single-threaded).
+
+    Returns
+    -------
+    RunReport
+        One result per partition; a failed partition does not stop the others (only what depends on it).
+    """
+    unknown = sorted(set(stages_) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    all_rotations = rotation_partitions.get_partition_keys()
+    rotations = list(rotations or all_rotations)
+    bad = [r for r in rotations if r not in all_rotations]
+    if bad:
+        raise ValueError(f"rotation(s) {bad} are not partitions of this deployment ({', '.join(all_rotations)}); "
+                         "set EAP_ASSETS_ROTATIONS to change the set")
+    models = stages.select_models([Path(f).expanduser() for f in settings.model_folders], cell_names)
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(cell_partitions.name))
+    new = [m.name for m in models if m.name not in known]
+    if new:
+        instance.add_dynamic_partitions(cell_partitions.name, new)
+    cells.prepare_mechanisms(models)  # compile once, before workers start
+    run_config = settings_run_config(settings)
+    up_to_date = _UpToDate(instance, settings)
+    report = RunReport()
+    n_tasks = len(models) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_)) + len(rotations) * (
+        "training" in stages_)
+    log(f"{len(models)} cells x {len(rotations)} rotations ({settings.preset} preset) -> {settings.data_path}; "
+        f"Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, {workers} at a time")
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker process
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"))
+    running: dict[Future, tuple[str, str, str | None, str | None]] = {}
+    waiting_rotation = {r: {m.name for m in models} for r in rotations}
+    failed_cells: dict[str, set[str]] = {r: set() for r in rotations}
+    start = time.perf_counter()
+
+    def record(result: TaskResult) -> None:
+        report.results.append(result)
+        detail = {"done": f"done in {result.seconds:.1f} s", "skipped": "up to date, skipped",
+                  "failed": f"FAILED after {result.seconds:.1f} s: {result.error}"}[result.status]
+        log(f"[{len(report.results):>3}/{n_tasks}] {result.job} {result.partition}: {detail}")
+
+    def submit(job: str, partition: str, cell: str | None, rotation: str | None) -> None:
+        running[pool.submit(execute_partition, job, partition, run_config)] = (job, partition, cell, rotation)
+
+    def after_cell(name: str, ok: bool) -> None:
+        for rotation in rotations:
+            if "eaps" not in stages_:
+                continue
+            if not ok:
+                record(TaskResult("eap_datasets_job", str(cell_rotation_key(name, rotation)), "failed",
+                                  error=f"cell stage of {name} failed"))
+                after_eaps(name, rotation, False)
+            elif not settings.force and up_to_date.eaps(by_name[name], rotation):
+                record(TaskResult("eap_datasets_job", str(cell_rotation_key(name, rotation)), "skipped"))
+                after_eaps(name, rotation, True)
+            else:
+                submit("eap_datasets_job", str(cell_rotation_key(name, rotation)), name, rotation)
+
+    def after_eaps(name: str, rotation: str, ok: bool) -> None:
+        waiting_rotation[rotation].discard(name)
+        if not ok:
+            failed_cells[rotation].add(name)
+        if waiting_rotation[rotation] or "training" not in stages_:
+            return
+        if failed_cells[rotation]:
+            record(TaskResult("training_tables_job", rotation, "failed",
+                              error=f"feature tables failed for {', '.join(sorted(failed_cells[rotation]))}"))
+        elif not settings.force and up_to_date.training(models, rotation):
+            record(TaskResult("training_tables_job", rotation, "skipped"))
+        else:
+            submit("training_tables_job", rotation, None, rotation)
+
+    by_name = {m.name: m for m in models}
+    try:
+        for model in models:
+            if "cells" not in stages_:
+                after_cell(model.name, True)
+            elif not settings.force and up_to_date.cell(model):
+                record(TaskResult("cell_models_job", model.name, "skipped"))
+                after_cell(model.name, True)
+            else:
+                submit("cell_models_job", model.name, model.name, None)
+        while running:
+            done = next(f for f in _wait_any(running))
+            job, partition, cell, rotation = running.pop(done)
+            try:
+                result = done.result()
+            except Exception as exc:  # a worker that died (e.g. killed) fails only its partition
+                result = TaskResult(job, partition, "failed", error=f"{type(exc).__name__}: {exc}")
+            record(result)
+            ok = result.status == "done"
+            if job == "cell_models_job":
+                after_cell(cell, ok)
+            elif job == "eap_datasets_job":
+                after_eaps(cell, rotation, ok)
+    finally:
+        pool.shutdown(cancel_futures=True)
+        instance.dispose()
+    log(f"finished in {time.perf_counter() - start:.0f} s: {report.count('done')} run, "
+        f"{report.count('skipped')} up to date, {len(report.failed)} failed")
+    return report
+
+
+def _wait_any(futures: dict[Future, object]):
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+    return done

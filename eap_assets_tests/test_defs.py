@@ -1,0 +1,313 @@
+"""The Dagster layer through a real instance: the graph materialised at tiny scale (checks
+included), re-materialising up-to-date partitions is a no-op, a failed partition leaves the
+others materialised, the sensor, the schedule and the definitions as the UI loads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from eap_assets import cli
+from eap_assets.core import stages
+from eap_assets.defs.io import stored_parquet_key
+from eap_assets.defs.resources import SimulationSettings
+from eap_assets.run import execute_partition, materialize_graph, settings_run_config
+
+from .conftest import INTERNEURON
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = "L5_SBC_bNAC219_1"  # 158 segments: the cheapest cell
+CELLS = (INTERNEURON, SMALL)
+ROTATIONS = ("norot", "3drot")
+N_EAPS = 20
+
+
+@pytest.fixture(scope="module")
+def dagster_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def graph(dagster_home, tmp_path_factory):
+    """The whole graph for 2 cells x 2 rotations x 20 EAPs (quick preset), through the CLI."""
+    data = tmp_path_factory.mktemp("data")
+    code = cli.main(["run", "--quick", "--cells", ",".join(CELLS), "--rotations", ",".join(ROTATIONS),
+                     "--n-eaps", str(N_EAPS), "--data-dir", str(data), "--workers", "2"])
+    assert code == 0
+    return SimulationSettings(data_dir=str(data), preset="quick", n_eaps=N_EAPS)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _descendants(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(map(int, out[::2]), map(int, out[1::2])):
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "(zombie)" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _materializations(instance, asset: str) -> dict[str, dg.EventLogRecord]:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    latest: dict[str, dg.EventLogRecord] = {}
+    for record in records:  # newest first
+        latest.setdefault(record.partition_key, record)
+    return latest
+
+
+def test_every_partition_is_materialised_with_metadata_and_passing_checks(graph):
+    instance = dg.DagsterInstance.get()
+    assert sorted(instance.get_dynamic_partitions("cell_model")) == sorted(CELLS)
+    pairs = {f"{c}|{r}" for c in CELLS for r in ROTATIONS}
+    assert set(_materializations(instance, "cell_model")) == set(CELLS)
+    assert set(_materializations(instance, "spike_templates")) == set(CELLS)
+    assert set(_materializations(instance, "eap_dataset")) == pairs
+    assert set(_materializations(instance, "feature_table")) == pairs
+    assert set(_materializations(instance, "training_table")) == set(ROTATIONS)
+
+    templates_md = _materializations(instance, "spike_templates")[SMALL].asset_materialization.metadata
+    assert templates_md["kept spikes"].value == 3 and templates_md["current (nA)"].value > 0
+    assert "data:image/png;base64" in templates_md["somatic spikes"].value
+    eap_md = _materializations(instance, "eap_dataset")[f"{SMALL}|3drot"].asset_materialization.metadata
+    assert eap_md["accepted"].value == N_EAPS and 0 < eap_md["acceptance rate"].value <= 1
+    assert eap_md["tries"].value >= N_EAPS
+    cell_md = _materializations(instance, "cell_model")[SMALL].asset_materialization.metadata
+    assert cell_md["segments"].value == 158 and cell_md["E/I"].value == "I"
+
+    evaluations = []
+    for run in instance.get_runs():
+        records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        evaluations += [r.event_log_entry.dagster_event.asset_check_evaluation_data for r in records]
+    names = {e.check_name for e in evaluations}
+    assert {"spike_templates_complete", "eap_dataset_finite", "eap_dataset_row_count", "eap_dataset_amplitude_rule",
+            "feature_table_schema", "feature_table_finite", "feature_table_row_count",
+            "feature_table_amplitude_rule", "feature_table_labels", "training_table_split",
+            "training_table_cells"} <= names
+    assert all(e.passed for e in evaluations)
+    # each check ran once per partition of its asset
+    assert sum(e.check_name == "feature_table_row_count" for e in evaluations) == len(pairs)
+
+
+def test_artefacts_on_disk(graph):
+    data = graph.data_path
+    table = pd.read_parquet(data / "feature_table" / SMALL / "3drot.parquet")
+    assert len(table) == N_EAPS and set(table["cell"]) == {SMALL} and table["peak_to_peak_uv"].min() >= 30
+    eap_array = np.load(data / "eaps" / SMALL / "3drot" / "eaps.npy", mmap_mode="r")
+    assert eap_array.shape == (N_EAPS, 100, 224) and eap_array.dtype == np.float32
+    index = pd.read_parquet(data / "eaps" / SMALL / "3drot" / "index.parquet")
+    assert list(index.columns[:3]) == ["eap_id", "candidate_index", "spike_index"] and len(index) == N_EAPS
+    training = pd.read_parquet(data / "training_table" / "norot.parquet")
+    assert len(training) == 2 * N_EAPS and set(training["cell"]) == set(CELLS)
+    assert (training.groupby("cell")["split"].apply(lambda s: (s == "test").sum()) == 2).all()
+    assert (data / "figures" / "amplitude_vs_width_norot.png").stat().st_size > 1000
+    assert not list(data.rglob("*.tmp")) and not list(data.rglob(".*.tmp"))
+
+
+def test_up_to_date_partitions_are_skipped_and_rematerialising_is_a_no_op(graph):
+    instance = dg.DagsterInstance.get()
+    data = graph.data_path
+    files = [data / "templates" / f"{SMALL}.npz", data / "eaps" / SMALL / "norot" / "eaps.npy",
+             data / "feature_table" / SMALL / "norot.parquet", data / "training_table" / "norot.parquet"]
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    runs = len(instance.get_runs())
+
+    report = materialize_graph(graph, list(CELLS), list(ROTATIONS), workers=2, log=lambda m: None)
+    assert {r.status for r in report.results} == {"skipped"} and len(report.results) == 2 + 4 + 2
+    assert len(instance.get_runs()) == runs  # nothing launched
+
+    # explicitly re-materialising an up-to-date partition through Dagster recomputes nothing
+    result = execute_partition("eap_datasets_job", f"{SMALL}|norot", settings_run_config(graph))
+    assert result.status == "done"
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    latest = _materializations(instance, "eap_dataset")[f"{SMALL}|norot"].asset_materialization.metadata
+    assert latest["computed"].value is False
+
+
+def test_changed_settings_recompute_what_they_change(graph):
+    instance = dg.DagsterInstance.get()
+    reseeded = SimulationSettings(**{**{f: getattr(graph, f) for f in SimulationSettings.model_fields}, "seed": 7})
+    report = materialize_graph(reseeded, [SMALL], ["3drot"], stages_=("cells", "eaps"), workers=1,
+                               log=lambda m: None)
+    status = {(r.job, r.partition): r.status for r in report.results}
+    assert status == {("cell_models_job", SMALL): "skipped", ("eap_datasets_job", f"{SMALL}|3drot"): "done"}
+    key = _materializations(instance, "feature_table")[f"{SMALL}|3drot"].asset_materialization.metadata["key"].value
+    assert stored_parquet_key(graph.data_path / "feature_table" / SMALL / "3drot.parquet") == key
+    # the old-seed training table is now stale and refuses to build from the new features
+    result = execute_partition("training_tables_job", "3drot", settings_run_config(graph))
+    assert result.status == "failed" and "other settings" in result.error
+
+
+def test_failed_partition_leaves_the_others_materialised(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "models" / "L5_SBC_broken_1"
+    shutil.copytree(models[SMALL].path, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    next((broken / "morphology").glob("*.asc")).write_text("(garbage\n")
+    settings = SimulationSettings(data_dir=str(tmp_path / "data"), preset="quick", n_eaps=10,
+                                  model_folders=[str(broken.parent)])
+    report = materialize_graph(settings, [SMALL, broken.name], ["zrot"], workers=2, log=lambda m: None)
+    status = {(r.job, r.partition): r for r in report.results}
+    assert status[("cell_models_job", SMALL)].status == "done"
+    assert status[("eap_datasets_job", f"{SMALL}|zrot")].status == "done"
+    failed = status[("cell_models_job", broken.name)]
+    assert failed.status == "failed" and "L5_SBC_broken_1" in failed.error and "morphology" in failed.error
+    training = status[("training_tables_job", "zrot")]
+    assert training.status == "failed" and "L5_SBC_broken_1" in training.error
+    with dg.DagsterInstance.get() as instance:
+        assert set(_materializations(instance, "feature_table")) == {f"{SMALL}|zrot"}
+    assert not (tmp_path / "data" / "templates" / f"{broken.name}.npz").exists()
+    assert (tmp_path / "data" / "feature_table" / SMALL / "zrot.parquet").exists()
+
+
+def test_new_cell_model_sensor_adds_partitions_and_requests_runs(models, tmp_path):
+    from eap_assets.defs.sensors import new_cell_models
+
+    folder = tmp_path / "models"
+    shutil.copytree(models[INTERNEURON].path, folder / "L5_BP_bAC217_9", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(models[SMALL].path, folder / "L5_SBC_nobio_1", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "L5_SBC_nobio_1" / "biophysics.hoc").unlink()
+    settings = SimulationSettings(model_folders=[str(folder)])
+    with dg.instance_for_test() as instance:
+        result = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        added = result.dynamic_partitions_requests[0].partition_keys
+        assert len(added) == 14 and "L5_BP_bAC217_9" in added and "L5_SBC_nobio_1" not in added
+        assert sorted(r.partition_key for r in result.run_requests) == sorted(added)
+        instance.add_dynamic_partitions("cell_model", list(added))
+        again = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        assert not again.run_requests and "no new cell models" in again.skip_reason.skip_message
+
+
+def test_weekly_schedule_requests_every_rotation():
+    from eap_assets.defs.jobs import weekly_retraining
+
+    import datetime
+
+    context = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 4, 0))
+    requests = weekly_retraining(context)
+    assert [r.partition_key for r in requests] == ["norot", "zrot", "xrot", "3drot"]
+    assert requests[0].run_key == "2026-11-30-norot"
+
+
+def test_definitions_load_and_validate(tmp_path):
+    from eap_assets.definitions import defs
+
+    graph_ = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph_.get_all_asset_keys()} == {
+        "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table"}
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
+               for k in graph_.get_all_asset_keys()}
+    assert parents["spike_templates"] == {"cell_model"} and parents["eap_dataset"] == {"spike_templates"}
+    assert parents["feature_table"] == {"eap_dataset"} and parents["training_table"] == {"feature_table"}
+    eap_partitions = graph_.get(dg.AssetKey("eap_dataset")).partitions_def
+    assert [d.name for d in eap_partitions.partitions_defs] == ["cell", "rotation"]
+    assert len(graph_.asset_check_keys) == 11
+    assert all(graph_.get_check_spec(key).blocking for key in graph_.asset_check_keys)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
+                           "workspace.yaml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Validation successful" in done.stderr + done.stdout
+
+
+def test_unknown_rotation_and_stage_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    settings = SimulationSettings(data_dir=str(tmp_path / "d"), preset="quick")
+    with pytest.raises(ValueError, match="rotation\\(s\\) \\['spin'\\] are not partitions"):
+        materialize_graph(settings, [SMALL], ["spin"], log=lambda m: None)
+    with pytest.raises(ValueError, match="unknown stage"):
+        materialize_graph(settings, [SMALL], stages_=("cells", "paint"), log=lambda m: None)
+    with pytest.raises(stages.cells.CellModelError, match="unknown cell model\\(s\\) L5_XX"):
+        materialize_graph(settings, ["L5_XX"], log=lambda m: None)
+
+
+def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
+    """`eap-assets ui` (what `make ui` runs) on the instance `make run` used: asset graph, runs and
+    materialisations are there; SIGTERM stops webserver, daemon and code server."""
+    port = _free_port()
+    home = Path(os.environ["DAGSTER_HOME"])
+    env = {**os.environ, "EAP_ASSETS_DATA_DIR": str(graph.data_path), "EAP_ASSETS_PRESET": "quick"}
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, nodes = time.time() + 240, None
+        while time.time() < deadline and ui.poll() is None:
+            try:
+                nodes = _graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]
+                break
+            except (OSError, KeyError, TypeError):
+                time.sleep(2)
+        assert nodes is not None, f"UI did not answer on port {port}"
+        assert {n["assetKey"]["path"][0] for n in nodes} == {
+            "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table"}
+        with socket.socket() as s:  # bound to loopback only
+            host_ip = socket.gethostbyname(socket.gethostname())
+            if host_ip != "127.0.0.1":
+                assert s.connect_ex((host_ip, port)) != 0
+        runs = _graphql(port, "{ runsOrError { ... on Runs { results { jobName status } } } }")
+        runs = runs["data"]["runsOrError"]["results"]
+        assert {r["jobName"] for r in runs} >= {"cell_models_job", "eap_datasets_job", "training_tables_job"}
+        assert sum(r["status"] == "SUCCESS" for r in runs) >= 8
+        partitions = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["eap_dataset"]}) '
+                                    '{ ... on AssetNode { partitionStats { numMaterialized } } } }')
+        assert partitions["data"]["assetNodeOrError"]["partitionStats"]["numMaterialized"] == 4
+        assert (home / "dagster.yaml").exists()
+        children = _descendants(ui.pid)
+        assert children, "dagster dev should run webserver and daemon as children"
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+            raise
+    alive = children
+    for _ in range(30):  # children exit with their parent; give them a moment
+        alive = [pid for pid in alive if _running(pid)]
+        if not alive:
+            break
+        time.sleep(1)
+    assert not alive, f"processes left running after SIGTERM: {alive}"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
