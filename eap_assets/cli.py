@@ -35,6 +35,20 @@ def _settings(args: argparse.Namespace):
         medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0), force=args.force)
 
 
+#: Training at the quick preset: a short CNN run on the small tables (the paper's: 5000 steps of 1000).
+QUICK_TRAINING = {"cnn_steps": 300, "cnn_batch_size": 256, "cnn_eval_every": 50}
+
+
+def _training(args: argparse.Namespace):
+    from eap_assets.defs.training import TrainingSettings
+
+    values = dict(QUICK_TRAINING) if args.quick else {}
+    for name in ("cnn_steps", "cnn_batch_size", "cnn_patience"):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    return TrainingSettings(**values)
+
+
 def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     from eap_assets.local import cpu_count
     from eap_assets.run import materialize_graph
@@ -42,7 +56,7 @@ def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     settings = _settings(args)
     rotations = [r for r in getattr(args, "rotations", "").split(",") if r] or None
     report = materialize_graph(settings, [c for c in args.cells.split(",") if c] or None, rotations, stages,
-                               workers=args.workers or cpu_count())
+                               workers=args.workers or cpu_count(), training=_training(args))
     return settings, report
 
 
@@ -69,6 +83,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     for result in report.failed:
         print(f"FAILED {result.job} {result.partition}: {result.error}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from eap_assets import registry
+    from eap_assets.defs.resources import SimulationSettings
+
+    data_dir = SimulationSettings(data_dir=str(args.data_dir)).data_path
+    registry.configure(args.tracking_uri or registry.default_tracking_uri(data_dir), "eap_assets")
+    templates, probe, dt_ms = registry.read_templates(args.templates, args.probe, args.dt_ms)
+    model = registry.load_registered(args.model, alias=args.alias, version=args.version)
+    frame = registry.classify(templates, probe, dt_ms, model)
+    out = args.out
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    print(frame.head(20).to_string(index=False))
+    print(f"{len(frame)} units classified with {model.name} version {model.version} -> {out}")
+    return 0
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from eap_assets import registry
+    from eap_assets.defs.resources import SimulationSettings
+
+    uri = args.tracking_uri or registry.default_tracking_uri(SimulationSettings(data_dir=str(args.data_dir)).data_path)
+    registry.configure(uri, "eap_assets")
+    print(f"MLflow UI on http://{args.host}:{args.port} ({uri}); Ctrl-C stops it", flush=True)
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", args.host, "--port", str(args.port)])
+    return 1  # execvp only returns by raising
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -121,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the local Dagster instance, skipping up-to-date partitions")
     _common(p)
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
-    p.add_argument("--stages", default="cells,eaps,training", help="comma-separated subset of cells,eaps,training")
+    p.add_argument("--stages", default="cells,eaps,training,models,report",
+                   help="comma-separated subset of cells,eaps,training,models,report")
+    p.add_argument("--cnn-steps", type=int, default=None, help="CNN steps (paper and default 5000; 300 with --quick)")
+    p.add_argument("--cnn-batch-size", type=int, default=None, help="CNN batch (paper and default 1000)")
+    p.add_argument("--cnn-patience", type=int, default=None,
+                   help="early stopping after this many validation checks without improvement (default: off)")
     p.add_argument("--n-eaps", type=int, default=None,
                    help="accepted EAPs per cell and rotation (default 1000; 50 with --quick)")
     p.add_argument("--probe", default="SqMEA-10-15", help="MEAutility probe name")
@@ -133,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--workspace", default="workspace.yaml")
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("classify", help="classify EAP templates with a registered model")
+    p.add_argument("templates", type=Path, help=".npy (n_units, contacts, samples) in µV, or a MEArec templates .h5")
+    p.add_argument("--model", required=True, help="registered model, e.g. eap_cnn_3drot_mtype")
+    p.add_argument("--alias", default="champion", help="registry alias (default champion)")
+    p.add_argument("--version", default=None, help="a model version instead of the alias")
+    p.add_argument("--probe", default=None, help="MEAutility probe name (needed for .npy)")
+    p.add_argument("--dt-ms", type=float, default=None, help="sampling step in ms (needed for .npy)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory holding the MLflow store")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under --data-dir)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help=".csv or .parquet")
+    p.set_defaults(func=cmd_classify)
+    p = sub.add_parser("mlflow-ui", help="start the MLflow UI on the local tracking store")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_mlflow_ui)
     p = sub.add_parser("cells-table", help="simulate every cell's templates and write the table of docs/cells.md")
     _common(p)
     p.add_argument("--out", type=Path, default=Path("docs/cells.md"))

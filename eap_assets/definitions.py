@@ -3,11 +3,12 @@
 
 import dagster as dg
 
-from eap_assets.defs import cells, eaps, features, jobs, sensors
+from eap_assets.defs import cells, eaps, features, jobs, report, sensors, training
 from eap_assets.defs.io import parquet_io_manager
 from eap_assets.defs.resources import SimulationSettings, default_settings
+from eap_assets.defs.training import MLflowTracking, TrainingSettings
 
-STAGE_MODULES = [cells, eaps, features]
+STAGE_MODULES = [cells, eaps, features, training, report]
 
 
 def build_definitions(settings: SimulationSettings | None = None) -> dg.Definitions:
@@ -19,7 +20,7 @@ def build_definitions(settings: SimulationSettings | None = None) -> dg.Definiti
         jobs=jobs.JOBS,
         schedules=[jobs.weekly_retraining],
         sensors=[sensors.new_cell_models],
-        resources={"settings": settings,
+        resources={"settings": settings, "training": TrainingSettings(), "mlflow_tracking": MLflowTracking(),
                    "parquet_io_manager": parquet_io_manager},
         executor=dg.in_process_executor,
     )

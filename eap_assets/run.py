@@ -25,13 +25,15 @@ import dagster as dg
 from upath import UPath
 
 from eap_assets.core import cells, stages
+from eap_assets.core.models import TASKS
 from eap_assets.defs.features import expected_features_key, training_key
 from eap_assets.defs.io import stored_parquet_key
 from eap_assets.defs.partitions import cell_partitions, cell_rotation_key, rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key
 from eap_assets.local import ensure_dagster_home
 
-STAGES: tuple[str, ...] = ("cells", "eaps", "training")
+STAGES: tuple[str, ...] = ("cells", "eaps", "training", "models", "report")
 Log = Callable[[str], None]
 
 
@@ -61,11 +63,17 @@ class RunReport:
         return sum(r.status == status for r in self.results)
 
 
-def settings_run_config(settings: SimulationSettings) -> dict:
+def settings_run_config(settings: SimulationSettings, training: TrainingSettings | None = None) -> dict:
     """Run config that gives a run exactly these settings (also visible in the UI's launchpad)."""
-    values = {name: getattr(settings, name) for name in SimulationSettings.model_fields}
-    return {"resources": {"settings": {"config": values}},
+    resources = {"settings": {"config": _fields(settings)}}
+    if training is not None:
+        resources["training"] = {"config": _fields(training)}
+    return {"resources": resources,
             "loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
+
+
+def _fields(resource: dg.ConfigurableResource) -> dict:
+    return {name: getattr(resource, name) for name in type(resource).model_fields}
 
 
 def execute_partition(job_name: str, partition_key: str, run_config: dict) -> TaskResult:
@@ -75,7 +83,7 @@ def execute_partition(job_name: str, partition_key: str, run_config: dict) -> Ta
     start = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=partition_key, instance=instance, run_config=run_config, raise_on_error=False)
+            partition_key=partition_key or None, instance=instance, run_config=run_config, raise_on_error=False)
     errors = [e.step_failure_data.error for e in result.all_events
               if e.is_step_failure and e.step_failure_data and e.step_failure_data.error]
     checks = [f"check {e.asset_check_evaluation_data.check_name} failed: {e.asset_check_evaluation_data.description}"
@@ -90,7 +98,8 @@ def _root_cause(error) -> str:
     """The user's exception inside a Dagster step failure (skipping Dagster's wrappers, not its causes)."""
     while error.cause is not None and error.cls_name.startswith("Dagster"):
         error = error.cause
-    return f"{error.cls_name}: {error.message.strip()}"
+    message = error.message.strip()
+    return message if message.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {message}"
 
 
 def latest_key(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
@@ -106,8 +115,8 @@ def latest_key(instance: dg.DagsterInstance, asset: str, partition: str) -> str 
 class _UpToDate:
     """Which partitions the instance and the disk show as up to date under ``settings``."""
 
-    def __init__(self, instance: dg.DagsterInstance, settings: SimulationSettings):
-        self.instance, self.settings, self.data = instance, settings, settings.data_path
+    def __init__(self, instance: dg.DagsterInstance, settings: SimulationSettings, training: TrainingSettings):
+        self.instance, self.settings, self.training, self.data = instance, settings, training, settings.data_path
 
     def cell(self, model: cells.CellModel) -> bool:
         key = stages.templates_key(model, self.settings.stimulus())
@@ -121,16 +130,28 @@ class _UpToDate:
         partition = str(cell_rotation_key(model.name, rotation))
         return latest_key(self.instance, "feature_table", partition) == key and stored_parquet_key(path) == key
 
-    def training(self, models: Sequence[cells.CellModel], rotation: str) -> bool:
-        key = training_key(self.settings, {m.name: expected_features_key(self.settings, m, rotation) for m in models})
+    def training_key(self, models: Sequence[cells.CellModel], rotation: str) -> str:
+        return training_key(self.settings, {m.name: expected_features_key(self.settings, m, rotation) for m in models})
+
+    def training_tables(self, models: Sequence[cells.CellModel], rotation: str) -> bool:
+        key = self.training_key(models, rotation)
         path = UPath(self.data) / "training_table" / f"{rotation}.parquet"
-        return latest_key(self.instance, "training_table", rotation) == key and stored_parquet_key(path) == key
+        return (latest_key(self.instance, "training_table", rotation) == key and stored_parquet_key(path) == key
+                and latest_key(self.instance, "hold_out_cell_type", rotation) == model_key("hold_out", key, self.training))
+
+    def models(self, models: Sequence[cells.CellModel], rotation: str, task: str) -> bool:
+        table = self.training_key(models, rotation)
+        partition = str(rotation_task_key(rotation, task))
+        keys = {kind: model_key(kind, table, self.training) for kind in ("cnn", "lgbm")}
+        return (all(latest_key(self.instance, f"{kind}_model", partition) == key for kind, key in keys.items())
+                and latest_key(self.instance, "evaluation", partition) == model_key("evaluation", table, self.training))
 
 
 def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | None = None,
                       rotations: Sequence[str] | None = None, stages_: Sequence[str] = STAGES, workers: int = 2,
-                      log: Log = print) -> RunReport:
-    """Materialise cells -> EAP datasets/feature tables -> training tables, ``workers`` runs at a time.
+                      log: Log = print, training: TrainingSettings | None = None) -> RunReport:
+    """Materialise cells -> EAP datasets/feature tables -> training tables -> models and their
+    evaluation -> the paper comparison, ``workers`` runs at a time.
 
     Parameters
     ----------
@@ -144,6 +165,8 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         Subset of :data:`STAGES`.
     workers : int
         Runs executed at once (processes; NEURON is single-threaded).
+    training : TrainingSettings, optional
+        Training settings (default: the paper's).
 
     Returns
     -------
@@ -167,11 +190,12 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     if new:
         instance.add_dynamic_partitions(cell_partitions.name, new)
     cells.prepare_mechanisms(models)  # compile once, before workers start
-    run_config = settings_run_config(settings)
-    up_to_date = _UpToDate(instance, settings)
+    training = training or TrainingSettings()
+    run_config = settings_run_config(settings, training)
+    up_to_date = _UpToDate(instance, settings, training)
     report = RunReport()
-    n_tasks = len(models) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_)) + len(rotations) * (
-        "training" in stages_)
+    n_tasks = (len(models) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
+               + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_))
     log(f"{len(models)} cells x {len(rotations)} rotations ({settings.preset} preset) -> {settings.data_path}; "
         f"Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, {workers} at a time")
 
@@ -180,6 +204,7 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     running: dict[Future, tuple[str, str, str | None, str | None]] = {}
     waiting_rotation = {r: {m.name for m in models} for r in rotations}
     failed_cells: dict[str, set[str]] = {r: set() for r in rotations}
+    waiting_models = {str(rotation_task_key(r, t)) for r in rotations for t in TASKS}
     start = time.perf_counter()
 
     def record(result: TaskResult) -> None:
@@ -194,8 +219,8 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     def after_cell(name: str, ok: bool) -> None:
         for rotation in rotations:
             if "eaps" not in stages_:
-                continue
-            if not ok:
+                after_eaps(name, rotation, ok)
+            elif not ok:
                 record(TaskResult("eap_datasets_job", str(cell_rotation_key(name, rotation)), "failed",
                                   error=f"cell stage of {name} failed"))
                 after_eaps(name, rotation, False)
@@ -209,15 +234,38 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         waiting_rotation[rotation].discard(name)
         if not ok:
             failed_cells[rotation].add(name)
-        if waiting_rotation[rotation] or "training" not in stages_:
+        if waiting_rotation[rotation]:
             return
-        if failed_cells[rotation]:
+        if "training" not in stages_:
+            after_training(rotation, not failed_cells[rotation])
+        elif failed_cells[rotation]:
             record(TaskResult("training_tables_job", rotation, "failed",
                               error=f"feature tables failed for {', '.join(sorted(failed_cells[rotation]))}"))
-        elif not settings.force and up_to_date.training(models, rotation):
+            after_training(rotation, False)
+        elif not settings.force and up_to_date.training_tables(models, rotation):
             record(TaskResult("training_tables_job", rotation, "skipped"))
+            after_training(rotation, True)
         else:
             submit("training_tables_job", rotation, None, rotation)
+
+    def after_training(rotation: str, ok: bool) -> None:
+        for task in TASKS:
+            partition = str(rotation_task_key(rotation, task))
+            if "models" not in stages_:
+                after_models(partition, ok)
+            elif not ok:
+                record(TaskResult("models_job", partition, "failed", error=f"training table {rotation} failed"))
+                after_models(partition, False)
+            elif not settings.force and up_to_date.models(models, rotation, task):
+                record(TaskResult("models_job", partition, "skipped"))
+                after_models(partition, True)
+            else:
+                submit("models_job", partition, None, rotation)
+
+    def after_models(partition: str, ok: bool) -> None:
+        waiting_models.discard(partition)
+        if not waiting_models and "report" in stages_:
+            submit("report_job", "", None, None)
 
     by_name = {m.name: m for m in models}
     try:
@@ -242,6 +290,10 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 after_cell(cell, ok)
             elif job == "eap_datasets_job":
                 after_eaps(cell, rotation, ok)
+            elif job == "training_tables_job":
+                after_training(rotation, ok)
+            elif job == "models_job":
+                after_models(partition, ok)
     finally:
         pool.shutdown(cancel_futures=True)
         instance.dispose()

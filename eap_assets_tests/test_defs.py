@@ -20,17 +20,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eap_assets import cli
-from eap_assets.core import stages
+from eap_assets import cli, registry
+from eap_assets.core import models, stages
+from eap_assets.core.probe import ProbeError
 from eap_assets.defs.io import stored_parquet_key
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.training import TrainingSettings
 from eap_assets.run import execute_partition, materialize_graph, settings_run_config
 
 from .conftest import INTERNEURON
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "L5_SBC_bNAC219_1"  # 158 segments: the cheapest cell
-CELLS = (INTERNEURON, SMALL)
+PYRAMID = "L5_UTPC_cADpyr232_1"  # the cheapest excitatory cell (720 segments)
+CELLS = (SMALL, PYRAMID)
 ROTATIONS = ("norot", "3drot")
 N_EAPS = 20
 
@@ -49,12 +52,17 @@ def dagster_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graph(dagster_home, tmp_path_factory):
-    """The whole graph for 2 cells x 2 rotations x 20 EAPs (quick preset), through the CLI."""
+    """The whole graph for 2 cells x 2 rotations x 20 EAPs (quick preset, 60 CNN steps), through the CLI."""
     data = tmp_path_factory.mktemp("data")
     code = cli.main(["run", "--quick", "--cells", ",".join(CELLS), "--rotations", ",".join(ROTATIONS),
-                     "--n-eaps", str(N_EAPS), "--data-dir", str(data), "--workers", "2"])
+                     "--n-eaps", str(N_EAPS), "--data-dir", str(data), "--workers", "2", "--cnn-steps", "60",
+                     "--cnn-batch-size", "32"])
     assert code == 0
     return SimulationSettings(data_dir=str(data), preset="quick", n_eaps=N_EAPS)
+
+
+#: What the fixture's CLI flags (--quick --cnn-steps 60 --cnn-batch-size 32) amount to.
+TRAINING = TrainingSettings(cnn_steps=60, cnn_batch_size=32, cnn_eval_every=50)
 
 
 def _free_port() -> int:
@@ -107,6 +115,11 @@ def test_every_partition_is_materialised_with_metadata_and_passing_checks(graph)
     assert set(_materializations(instance, "eap_dataset")) == pairs
     assert set(_materializations(instance, "feature_table")) == pairs
     assert set(_materializations(instance, "training_table")) == set(ROTATIONS)
+    assert set(_materializations(instance, "hold_out_cell_type")) == set(ROTATIONS)
+    model_partitions = {f"{r}|{t}" for r in ROTATIONS for t in ("binary", "mtype")}
+    for asset in ("cnn_model", "lgbm_model", "evaluation"):
+        assert set(_materializations(instance, asset)) == model_partitions
+    assert set(_materializations(instance, "paper_comparison")) == {None}
 
     templates_md = _materializations(instance, "spike_templates")[SMALL].asset_materialization.metadata
     assert templates_md["kept spikes"].value == 3 and templates_md["current (nA)"].value > 0
@@ -116,6 +129,9 @@ def test_every_partition_is_materialised_with_metadata_and_passing_checks(graph)
     assert eap_md["tries"].value >= N_EAPS
     cell_md = _materializations(instance, "cell_model")[SMALL].asset_materialization.metadata
     assert cell_md["segments"].value == 158 and cell_md["E/I"].value == "I"
+    cnn_md = _materializations(instance, "cnn_model")["3drot|mtype"].asset_materialization.metadata
+    assert cnn_md["steps run"].value == 60 and cnn_md["alias"].value == "champion"
+    assert cnn_md["registered model"].value == "eap_cnn_3drot_mtype" and 0 <= cnn_md["test accuracy"].value <= 1
 
     evaluations = []
     for run in instance.get_runs():
@@ -154,8 +170,9 @@ def test_up_to_date_partitions_are_skipped_and_rematerialising_is_a_no_op(graph)
     mtimes = [f.stat().st_mtime_ns for f in files]
     runs = len(instance.get_runs())
 
-    report = materialize_graph(graph, list(CELLS), list(ROTATIONS), workers=2, log=lambda m: None)
-    assert {r.status for r in report.results} == {"skipped"} and len(report.results) == 2 + 4 + 2
+    report = materialize_graph(graph, list(CELLS), list(ROTATIONS), stages_=("cells", "eaps", "training", "models"),
+                               workers=2, log=lambda m: None, training=TRAINING)
+    assert {r.status for r in report.results} == {"skipped"} and len(report.results) == 2 + 4 + 2 + 4
     assert len(instance.get_runs()) == runs  # nothing launched
 
     # explicitly re-materialising an up-to-date partition through Dagster recomputes nothing
@@ -226,8 +243,10 @@ def test_weekly_schedule_requests_every_rotation():
 
     context = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 4, 0))
     requests = weekly_retraining(context)
-    assert [r.partition_key for r in requests] == ["norot", "zrot", "xrot", "3drot"]
-    assert requests[0].run_key == "2026-11-30-norot"
+    assert sorted(r.partition_key for r in requests) == sorted(f"{r}|{t}" for r in ("norot", "zrot", "xrot", "3drot")
+                                                               for t in ("binary", "mtype"))
+    assert requests[0].run_key == f"2026-11-30-{requests[0].partition_key}"
+    assert requests[0].job_name in (None, "models_job")
 
 
 def test_definitions_load_and_validate(tmp_path):
@@ -235,11 +254,14 @@ def test_definitions_load_and_validate(tmp_path):
 
     graph_ = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph_.get_all_asset_keys()} == {
-        "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table"}
+        "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
+        "cnn_model", "lgbm_model", "evaluation", "paper_comparison"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
                for k in graph_.get_all_asset_keys()}
     assert parents["spike_templates"] == {"cell_model"} and parents["eap_dataset"] == {"spike_templates"}
     assert parents["feature_table"] == {"eap_dataset"} and parents["training_table"] == {"feature_table"}
+    assert parents["cnn_model"] == {"training_table"} and parents["evaluation"] == {"training_table", "cnn_model",
+                                                                                      "lgbm_model"}
     eap_partitions = graph_.get(dg.AssetKey("eap_dataset")).partitions_def
     assert [d.name for d in eap_partitions.partitions_defs] == ["cell", "rotation"]
     assert len(graph_.asset_check_keys) == 11
@@ -279,15 +301,16 @@ def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
             except (OSError, KeyError, TypeError):
                 time.sleep(2)
         assert nodes is not None, f"UI did not answer on port {port}"
-        assert {n["assetKey"]["path"][0] for n in nodes} == {
-            "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table"}
+        assert {n["assetKey"]["path"][0] for n in nodes} >= {
+            "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "cnn_model"}
         with socket.socket() as s:  # bound to loopback only
             host_ip = socket.gethostbyname(socket.gethostname())
             if host_ip != "127.0.0.1":
                 assert s.connect_ex((host_ip, port)) != 0
         runs = _graphql(port, "{ runsOrError { ... on Runs { results { jobName status } } } }")
         runs = runs["data"]["runsOrError"]["results"]
-        assert {r["jobName"] for r in runs} >= {"cell_models_job", "eap_datasets_job", "training_tables_job"}
+        assert {r["jobName"] for r in runs} >= {"cell_models_job", "eap_datasets_job", "training_tables_job",
+                                                "models_job", "report_job"}
         assert sum(r["status"] == "SUCCESS" for r in runs) >= 8
         partitions = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["eap_dataset"]}) '
                                     '{ ... on AssetNode { partitionStats { numMaterialized } } } }')
@@ -311,3 +334,90 @@ def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
     assert not alive, f"processes left running after SIGTERM: {alive}"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _test_rows(graph, rotation: str, task: str, kind: str):
+    table = pd.read_parquet(graph.data_path / "training_table" / f"{rotation}.parquet")
+    y, classes = models.task_labels(table, task)
+    test = (table["split"] == "test").to_numpy()
+    return registry.model_input(kind, table, graph.probe), y, test, classes
+
+
+def test_champion_reproduces_the_logged_test_accuracy_exactly(graph):
+    registry.configure(registry.default_tracking_uri(graph.data_path), "eap_assets")
+    for kind in registry.KINDS:
+        for task in ("binary", "mtype"):
+            loaded = registry.load_registered(registry.model_name(kind, "3drot", task))  # models:/<name>@champion
+            x, y, test, classes = _test_rows(graph, "3drot", task, kind)
+            assert loaded.classes == classes
+            accuracy = float((loaded.predict_proba(x[test]).argmax(axis=1) == y[test]).mean())
+            assert accuracy == float(loaded.tags["test_accuracy"])
+            record = json.loads((graph.data_path / "evaluation" / "3drot" / f"{task}.json").read_text())
+            assert record["results"][kind]["accuracy"] == pytest.approx(100 * accuracy)
+    binary = json.loads((graph.data_path / "evaluation" / "3drot" / "binary.json").read_text())
+    assert set(binary["results"]) == {"cnn", "lgbm", "width_rule"}
+    assert set(binary["results"]["cnn"]["per_cell_type"]) == {"SBC", "UTPC"}
+
+
+def test_promotion_gate_keeps_a_better_champion(tmp_path):
+    import mlflow
+
+    registry.configure(registry.default_tracking_uri(tmp_path), "gate")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 200)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    fit, test = slice(0, 300), slice(300, 400)
+    config = models.LGBMConfig(n_estimators=50, early_stopping_rounds=None)
+    good = models.train_lgbm(x[fit], y[fit], x[fit], y[fit], 2, config, seed=0)
+    flipped = models.train_lgbm(x[fit], 1 - y[fit], x[fit], 1 - y[fit], 2, config, seed=0)  # deliberately worse
+    accuracy = {m: float((t.predict(x[test]) == y[test]).mean()) for m, t in (("good", good), ("worse", flipped))}
+    assert accuracy["worse"] < accuracy["good"]
+    name = registry.model_name("lgbm", "gate", "binary")
+    tags = {"kind": "lgbm", "classes": ["E", "I"], "probe": "SqMEA-10-15", "dt_ms": 2**-5, "n_samples": 224}
+    with mlflow.start_run(run_name="gate"):
+        champion = registry.log_model(good.model, "lgbm", name, x[:4], tags=tags)
+        assert registry.promote(name, champion.version, accuracy["good"]) == registry.CHAMPION  # first: champion
+        worse = registry.log_model(flipped.model, "lgbm", name, x[:4], tags=tags)
+        assert registry.promote(name, worse.version, accuracy["worse"]) == registry.CHALLENGER
+        assert registry.load_registered(name).version == str(champion.version)  # champion unchanged
+        assert registry.load_registered(name, alias=registry.CHALLENGER).version == str(worse.version)
+        same = registry.log_model(good.model, "lgbm", name, x[:4], tags=tags)
+        assert registry.promote(name, same.version, accuracy["good"]) == registry.CHAMPION  # as good: promoted
+    loaded = registry.load_registered(name)
+    assert loaded.version == str(same.version)
+    assert float((loaded.predict_proba(x[test]).argmax(axis=1) == y[test]).mean()) == accuracy["good"]
+
+
+def test_classify_templates_with_a_registered_model(graph, tmp_path):
+    eap_array = np.load(graph.data_path / "eaps" / PYRAMID / "3drot" / "eaps.npy")[:5]
+    np.save(tmp_path / "units.npy", eap_array)
+    out = tmp_path / "predictions.csv"
+    code = cli.main(["classify", str(tmp_path / "units.npy"), "--model", "eap_cnn_3drot_mtype", "--probe",
+                     "SqMEA-10-15", "--dt-ms", str(2**-5), "--data-dir", str(graph.data_path), "--out", str(out)])
+    assert code == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 5 and set(frame["predicted"]) <= {"SBC", "UTPC"}
+    assert np.allclose(frame[["p_SBC", "p_UTPC"]].sum(axis=1), 1.0, atol=1e-5)
+    champion = registry.load_registered("eap_cnn_3drot_mtype")
+    assert (frame["version"].astype(str) == champion.version).all()
+    dt = 2**-5
+    with pytest.raises(ValueError, match="shape \\(n_units, contacts, samples\\)"):
+        registry.classify(eap_array[0], "SqMEA-10-15", dt, champion)
+    with pytest.raises(ValueError, match="50 contacts but probe 'SqMEA-10-15' has 100"):
+        registry.classify(eap_array[:, :50], "SqMEA-10-15", dt, champion)
+    with pytest.raises(ValueError, match="sampling step 0.05 ms .* does not match"):
+        registry.classify(eap_array, "SqMEA-10-15", 0.05, champion)
+    with pytest.raises(ValueError, match="200 samples per waveform; the model expects 224"):
+        registry.classify(eap_array[:, :, :200], "SqMEA-10-15", dt, champion)
+    with pytest.raises(ProbeError, match="probe 'nope'"):
+        registry.classify(eap_array, "nope", dt, champion)
+    with pytest.raises(registry.RegistryError, match="eap_cnn_spin_mtype"):
+        registry.load_registered("eap_cnn_spin_mtype")
+
+
+def test_paper_comparison_report(graph):
+    text = (graph.data_path / "reports" / "paper_comparison.md").read_text()
+    assert "paper Table II" in text and "paper Table III" in text and "unseen cell type" in text
+    assert "| UTPC |" in text and "60.95" in text  # the paper's UTPC 3drot binary accuracy beside ours
+    csv = pd.read_csv(graph.data_path / "reports" / "paper_comparison.csv")
+    assert set(csv["rotation"]) == set(ROTATIONS) and set(csv["model"]) == {"cnn", "lgbm", "width_rule"}

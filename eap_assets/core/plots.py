@@ -129,3 +129,77 @@ def amplitude_vs_width(amplitude: np.ndarray, width: np.ndarray, ei: np.ndarray,
     ax.set(xlabel="width: trough to peak (ms)", ylabel="amplitude (µV)", title=title)
     ax.legend(markerscale=4)
     return fig
+
+
+def _label_color(label: str) -> str:
+    """Paper colour of a class / cell-type label: E and excitatory m-types blue, I and inhibitory red."""
+    from eap_assets.core.cells import EXCITATORY_MTYPES, INHIBITORY_MTYPES
+
+    if label in EI_COLORS:
+        return EI_COLORS[label]
+    if label in EXCITATORY_MTYPES:
+        return EI_COLORS["E"]
+    if label in INHIBITORY_MTYPES:
+        return EI_COLORS["I"]
+    return "black"
+
+
+def confusion_matrix_figure(confusion, title: str) -> Figure:
+    """Confusion of true cell types (rows) with predicted classes (columns), % of each row (paper Fig. 4).
+
+    Parameters
+    ----------
+    confusion : DataFrame
+        Row-normalised percentages (``Evaluation.confusion``); labels coloured blue for
+        excitatory, red for inhibitory types.
+    title : str
+    """
+    values = np.asarray(confusion.to_numpy(), dtype=float)
+    rows, cols = [str(r) for r in confusion.index], [str(c) for c in confusion.columns]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * max(len(cols), 4) + 1.5, 1.0 + 0.45 * max(len(rows), 4)))
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label="% of true cell type")
+    small = len(cols) * len(rows) <= 400
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if small and values[i, j] >= 0.5:
+                ax.text(j, i, f"{values[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if values[i, j] > 60 else "white")
+    ax.set_xticks(range(len(cols)), cols, rotation=90 if len(cols) > 4 else 0)
+    ax.set_yticks(range(len(rows)), rows)
+    for tick, label in zip(ax.get_xticklabels(), cols):
+        tick.set_color(_label_color(label))
+    for tick, label in zip(ax.get_yticklabels(), rows):
+        tick.set_color(_label_color(label))
+    ax.set(xlabel="predicted", ylabel="true cell type", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curve_figure(history, title: str) -> Figure:
+    """Training record: losses (left) and accuracies (right) against step / iteration.
+
+    Parameters
+    ----------
+    history : DataFrame
+        ``TrainedModel.history``: a ``step`` or ``iteration`` column and metric columns; those
+        with ``loss`` in the name go left, those with ``accuracy`` right.
+    title : str
+    """
+    x_col = "step" if "step" in history.columns else "iteration" if "iteration" in history.columns else None
+    x = history[x_col].to_numpy() if x_col else np.arange(1, len(history) + 1)
+    losses = [c for c in history.columns if "loss" in str(c)]
+    accuracies = [c for c in history.columns if "accuracy" in str(c)]
+    panels = [p for p in ((losses, "loss"), (accuracies, "accuracy")) if p[0]] or [([], "value")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.8), squeeze=False)
+    for ax, (columns, ylabel) in zip(axes[0], panels):
+        for column in columns:
+            ax.plot(x, history[column].to_numpy(dtype=float), label=str(column))
+        if ylabel == "loss" and columns and np.nanmin(history[columns].to_numpy(dtype=float)) > 0:
+            ax.set_yscale("log")
+        ax.set(xlabel=x_col or "evaluation", ylabel=ylabel)
+        if columns:
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,294 @@
+"""Classifiers per rotation x task (paper CNN, LightGBM), their evaluation against the paper,
+the hold-one-cell-type-out E/I test, and the paper comparison report; MLflow tracking and registry."""
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from eap_assets import registry
+from eap_assets.core import evaluation as scoring
+from eap_assets.core import models, paper, plots, stages
+from eap_assets.core.eaps import partition_seed
+from eap_assets.core.storage import atomic_path
+from eap_assets.defs.metadata import figure_metadata, markdown_table
+from eap_assets.defs.partitions import rotation_partitions
+from eap_assets.defs.resources import SimulationSettings
+
+task_partitions = dg.StaticPartitionsDefinition(list(models.TASKS))
+#: Keys look like ``3drot|mtype`` (dimensions in alphabetical order: rotation, task).
+rotation_task_partitions = dg.MultiPartitionsDefinition({"rotation": rotation_partitions, "task": task_partitions})
+BY_ROTATION = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="rotation")
+
+
+class TrainingSettings(dg.ConfigurableResource):
+    """Training settings; defaults are the paper's (CNN: 5000 steps of 1000 samples, Adam 5e-4)."""
+
+    cnn_steps: int = Field(default=5000, description="CNN optimisation steps (paper: 5000).")
+    cnn_batch_size: int = Field(default=1000, description="Samples per step (paper: 1000).")
+    cnn_learning_rate: float = Field(default=5e-4, description="Adam learning rate (published code: 5e-4).")
+    cnn_dropout_rate: float = Field(default=0.3, description="Drop rate (paper 'dropout 0.7' = keep-probability).")
+    cnn_eval_every: int = Field(default=100, description="Steps between validation evaluations.")
+    cnn_patience: int | None = Field(default=None, description="Early stopping after this many evaluations "
+                                                               "without improvement; None = run all steps.")
+    lgbm_n_estimators: int = Field(default=1000, description="Boosting rounds (upper bound).")
+    lgbm_learning_rate: float = 0.05
+    lgbm_num_leaves: int = 31
+    lgbm_early_stopping_rounds: int | None = Field(default=50, description="On the validation split.")
+    threads: int = Field(default=1, description="Threads per training process (one process per core).")
+
+    def cnn_config(self) -> models.CNNConfig:
+        return models.CNNConfig(steps=self.cnn_steps, batch_size=self.cnn_batch_size,
+                                learning_rate=self.cnn_learning_rate, dropout_rate=self.cnn_dropout_rate,
+                                eval_every=self.cnn_eval_every, patience=self.cnn_patience, threads=self.threads)
+
+    def lgbm_config(self) -> models.LGBMConfig:
+        return models.LGBMConfig(n_estimators=self.lgbm_n_estimators, learning_rate=self.lgbm_learning_rate,
+                                 num_leaves=self.lgbm_num_leaves, early_stopping_rounds=self.lgbm_early_stopping_rounds,
+                                 threads=self.threads)
+
+
+class MLflowTracking(dg.ConfigurableResource):
+    """Where runs, artefacts and registered models go: ``tracking_uri`` (default a sqlite file under
+    the data directory; an ``http://host:5000`` server works the same) and the experiment name."""
+
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking + registry URI.")
+    experiment: str = "eap_assets"
+
+    def uri(self, settings: SimulationSettings) -> str:
+        return self.tracking_uri or registry.default_tracking_uri(settings.data_path)
+
+    @contextmanager
+    def run(self, context, settings: SimulationSettings, run_name: str) -> Iterator[object]:
+        """An MLflow run tagged with the Dagster run id, asset key and partition."""
+        import mlflow
+
+        experiment_id = registry.configure(self.uri(settings), self.experiment)
+        tags = {"dagster.run_id": context.run.run_id, "dagster.asset": context.asset_key.to_user_string(),
+                "dagster.partition": str(context.partition_key) if context.has_partition_key else ""}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
+            yield active
+
+
+#: Code versions of the training-side assets (part of their keys).
+CODE_VERSIONS = {"cnn": "cnn-1", "lgbm": "lgbm-1", "evaluation": "evaluation-1", "hold_out": "hold-out-1"}
+
+
+def model_key(kind: str, training_table_key: str, training: TrainingSettings) -> str:
+    """Key of a model / evaluation / hold-out result: its training table, the training settings, the code."""
+    config = training.cnn_config() if kind in ("cnn", "evaluation") else training.lgbm_config()
+    parts = [asdict(config)] if kind != "evaluation" else [asdict(training.cnn_config()), asdict(training.lgbm_config())]
+    return stages.settings_hash(training_table_key, kind, CODE_VERSIONS[kind], *parts)
+
+
+def rotation_task_key(rotation: str, task: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"rotation": rotation, "task": task})
+
+
+def partition_rotation_task(context) -> tuple[str, str]:
+    keys = rotation_task_partitions.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
+    return keys["rotation"], keys["task"]
+
+
+def _seed(settings: SimulationSettings, *keys: str) -> int:
+    return int(partition_seed(settings.seed, *keys).generate_state(1)[0] % (2**31 - 1))
+
+
+def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: SimulationSettings,
+                      training: TrainingSettings, tracking: MLflowTracking, table: pd.DataFrame) -> dg.MaterializeResult:
+    """Train one model kind on a rotation's training table, log it to MLflow, register it and apply the gate."""
+    import mlflow
+
+    rotation, task = partition_rotation_task(context)
+    y, classes = models.task_labels(table, task)
+    x = registry.model_input(kind, table, settings.probe)
+    split = table["split"].to_numpy()
+    train, val, test = (split == "train"), (split == "validation"), (split == "test")
+    name = registry.model_name(kind, rotation, task)
+    seed = _seed(settings, kind, rotation, task)
+    config = training.cnn_config() if kind == "cnn" else training.lgbm_config()
+    stimulus = settings.stimulus()
+    with tracking.run(context, settings, f"{kind} {rotation} {task}") as run:
+        mlflow.log_params({**asdict(config), "kind": kind, "rotation": rotation, "task": task, "seed": seed,
+                           "n_train": int(train.sum()), "n_validation": int(val.sum()), "n_test": int(test.sum()),
+                           "classes": len(classes), "training_table_key": table.attrs.get("key")})
+        if kind == "cnn":
+            trained = models.train_cnn(x[train], y[train], x[val], y[val], len(classes), config, seed,
+                                       on_step=lambda step, metrics: mlflow.log_metrics(metrics, step=step))
+        else:
+            trained = models.train_lgbm(x[train], y[train], x[val], y[val], len(classes), config, seed)
+            for row in trained.history.itertuples(index=False):
+                mlflow.log_metrics({k: float(v) for k, v in row._asdict().items() if k != "iteration"},
+                                   step=int(row.iteration))
+        test_accuracy = float((trained.predict_proba(x[test]).argmax(axis=1) == y[test]).mean())
+        mlflow.log_metrics({"test_accuracy": test_accuracy, "train_seconds": trained.seconds,
+                            "steps_run": trained.steps_run, "best_step": trained.best_step})
+        version = registry.log_model(trained.model, kind, name, x[:8], tags={
+            "kind": kind, "rotation": rotation, "task": task, "classes": list(classes), "input": registry.INPUTS[kind],
+            "probe": settings.probe, "dt_ms": stimulus.dt, "n_samples": stimulus.n_samples,
+            "test_accuracy": repr(test_accuracy), "training_table_key": table.attrs.get("key"),
+            "dagster_run_id": context.run.run_id})
+        alias = registry.promote(name, version.version, test_accuracy)
+        curve = plots.training_curve_figure(trained.history, f"{name} v{version.version}")
+        run_id = run.info.run_id
+    per_step = trained.seconds / max(trained.steps_run, 1)
+    folder = settings.data_path / "models" / kind / rotation
+    return dg.MaterializeResult(metadata={"key": model_key(kind, table.attrs.get("key"), training),
+        "test accuracy": test_accuracy, "registered model": name, "version": int(version.version), "alias": alias,
+        "mlflow run id": run_id, "steps run": trained.steps_run, "best step": trained.best_step,
+        "train seconds": round(trained.seconds, 1),
+        ("ms per step" if kind == "cnn" else "ms per round"): round(1000 * per_step, 2),
+        "classes": len(classes), **figure_metadata(curve, folder / f"{task}_curve.png", "training curve")})
+
+
+_MODEL_INS = {"training_table": dg.AssetIn(partition_mapping=BY_ROTATION)}
+
+
+@dg.asset(partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models", kinds={"tensorflow", "mlflow"},
+          code_version=CODE_VERSIONS["cnn"], pool="training")
+def cnn_model(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
+              mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
+    """The paper's CNN on the amplitude/width images, trained on the rotation's train split
+    (validation split for monitoring / early stopping), logged and registered in MLflow."""
+    return _fit_and_register("cnn", context, settings, training, mlflow_tracking, training_table)
+
+
+@dg.asset(partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models", kinds={"lightgbm", "mlflow"},
+          code_version=CODE_VERSIONS["lgbm"], pool="training")
+def lgbm_model(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
+               mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
+    """LightGBM on the same 200 amplitude/width features and the same split, logged and registered."""
+    return _fit_and_register("lgbm", context, settings, training, mlflow_tracking, training_table)
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict[str, object]:
+    """Metadata values of the latest materialisation of ``asset`` for this partition."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[str(context.partition_key)]),
+        limit=1).records
+    if not records:
+        raise registry.RegistryError(f"{asset} {context.partition_key} has not been materialised")
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def cnn_label(training: "TrainingSettings", steps_run: int) -> str:
+    """How the CNN was trained, in words (report headings)."""
+    stop = "no early stopping" if training.cnn_patience is None else \
+        f"early stopping (patience {training.cnn_patience} x {training.cnn_eval_every} steps)"
+    return f"{training.cnn_steps} steps of {training.cnn_batch_size}, {stop}: ran {steps_run}"
+
+
+def evaluation_path(settings: SimulationSettings, rotation: str, task: str):
+    return settings.data_path / "evaluation" / rotation / f"{task}.json"
+
+
+@dg.asset(partitions_def=rotation_task_partitions, deps=[cnn_model, lgbm_model], ins=_MODEL_INS,
+          group_name="models", kinds={"mlflow"}, code_version=CODE_VERSIONS["evaluation"])
+def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
+               mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
+    """Held-out test set: per-cell-type accuracy (Table II), summary over cell types (Table III),
+    confusion matrices (Fig. 4) of the CNN and LightGBM versions just trained, the classic
+    narrow/broad width rule (binary task; threshold tuned on the train split), the paper beside ours."""
+    import mlflow
+
+    rotation, task = partition_rotation_task(context)
+    registry.configure(mlflow_tracking.uri(settings), mlflow_tracking.experiment)
+    y, classes = models.task_labels(training_table, task)
+    split = training_table["split"].to_numpy()
+    test = split == "test"
+    cell_types = training_table["mtype"].to_numpy()
+    results: dict[str, scoring.Evaluation] = {}
+    versions = {}
+    trained = {kind: _latest_metadata(context, f"{kind}_model") for kind in registry.KINDS}
+    for kind in registry.KINDS:
+        name = registry.model_name(kind, rotation, task)
+        loaded = registry.load_registered(name, version=str(trained[kind]["version"]))
+        versions[kind] = loaded.version
+        pred = loaded.predict_proba(registry.model_input(kind, training_table[test], settings.probe)).argmax(axis=1)
+        results[kind] = scoring.evaluate(y[test], pred, classes, cell_types[test])
+    if task == "binary":
+        rule = models.fit_width_rule(training_table.loc[split == "train", "width_at_max_ms"].to_numpy(),
+                                     training_table.loc[split == "train", "excitatory"].to_numpy())
+        excitatory = rule.predict(training_table.loc[test, "width_at_max_ms"].to_numpy())
+        pred = np.where(excitatory, classes.index("E"), classes.index("I"))
+        results["width_rule"] = scoring.evaluate(y[test], pred, classes, cell_types[test])
+        versions["width_rule"] = f"threshold {rule.threshold_ms:.3f} ms"
+    per_type = pd.DataFrame({kind: ev.per_cell_type["accuracy"] for kind, ev in results.items()})
+    comparison = paper.paper_comparison_frame(task, rotation, results["cnn"]) if rotation in paper.ROTATIONS \
+        else pd.DataFrame({"ours": [results["cnn"].accuracy]}, index=pd.Index(["overall"], name="row"))
+    record = {"rotation": rotation, "task": task, "versions": versions,
+              "cnn_training": cnn_label(training, int(trained["cnn"]["steps run"])),
+              "train_seconds": {kind: trained[kind]["train seconds"] for kind in registry.KINDS},
+              "results": {kind: ev.to_dict() for kind, ev in results.items()}}
+    path = evaluation_path(settings, rotation, task)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=float))
+    history = path.with_suffix(".history.jsonl")  # every evaluation, for comparing training settings
+    previous = history.read_text() if history.exists() else ""
+    with atomic_path(history) as tmp:
+        tmp.write_text(previous + json.dumps(record, default=float) + "\n")
+    figures = {}
+    with mlflow_tracking.run(context, settings, f"evaluation {rotation} {task}"):
+        mlflow.log_dict(record, "evaluation.json")
+        mlflow.log_text(per_type.to_csv(), "per_cell_type.csv")
+        mlflow.log_text(comparison.to_csv(), "paper_comparison.csv")
+        for kind, ev in results.items():
+            mlflow.log_metrics({f"{kind}_accuracy": ev.accuracy,
+                                **{f"{kind}_{stat}": float(v) for stat, v in ev.summary.items()}})
+            fig = plots.confusion_matrix_figure(ev.confusion, f"{kind}, {rotation}, {task}: test set")
+            png = path.parent / f"{task}_{kind}_confusion.png"
+            figures.update(figure_metadata(fig, png, f"confusion {kind}"))
+            mlflow.log_artifact(str(png))
+    summary = pd.DataFrame({kind: ev.summary for kind, ev in results.items()}).T.round(4).reset_index(names="model")
+    return dg.MaterializeResult(metadata={
+        "key": model_key("evaluation", training_table.attrs.get("key"), training),
+        **{f"{kind} accuracy": round(ev.accuracy, 4) for kind, ev in results.items()},
+        "per cell type (Table II)": markdown_table(per_type.round(4).reset_index(names="cell type")),
+        "summary over cell types (Table III)": markdown_table(summary),
+        "paper vs ours": markdown_table(comparison.round(2).reset_index()),
+        "versions": json.dumps(versions), **figures})
+
+
+@dg.asset(partitions_def=rotation_partitions, ins={"training_table": dg.AssetIn()},
+          group_name="models", kinds={"lightgbm", "mlflow"}, code_version=CODE_VERSIONS["hold_out"])
+def hold_out_cell_type(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
+                       mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
+    """E/I generalisation: for each cell type, LightGBM trained on the other types (their train
+    split; validation split for early stopping) classifies every EAP of the unseen type."""
+    import mlflow
+
+    rotation = context.partition_key
+    x = registry.model_input("lgbm", training_table, settings.probe)
+    y, classes = models.task_labels(training_table, "binary")
+    split, types = training_table["split"].to_numpy(), training_table["mtype"].to_numpy()
+    rows = []
+    start = time.perf_counter()
+    for held in pd.unique(types):
+        rest = types != held
+        fit, val = rest & (split == "train"), rest & (split == "validation")
+        row = {"cell type": held, "E/I": classes[int(y[~rest][0])], "n": int((~rest).sum()), "accuracy": np.nan}
+        if np.unique(y[fit]).size < 2:  # the other types are all E or all I: nothing to learn E/I from
+            context.log.warning(f"hold-out {held}: the remaining cell types are all one class; skipped")
+        else:
+            trained = models.train_lgbm(x[fit], y[fit], x[val], y[val], len(classes), training.lgbm_config(),
+                                        _seed(settings, "hold-out", rotation, str(held)))
+            row["accuracy"] = 100.0 * float((trained.predict(x[~rest]) == y[~rest]).mean())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    record = {"rotation": rotation, "rows": rows, "mean": float(table["accuracy"].mean())}
+    path = settings.data_path / "evaluation" / rotation / "hold_out.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    with mlflow_tracking.run(context, settings, f"hold-out {rotation}"):
+        mlflow.log_dict(record, "hold_out.json")
+        mlflow.log_metric("mean_accuracy", record["mean"])
+    return dg.MaterializeResult(metadata={"key": model_key("hold_out", training_table.attrs.get("key"), training),
+                                          "mean accuracy": round(record["mean"], 4),
+                                          "seconds": round(time.perf_counter() - start, 1),
+                                          "per held-out type": markdown_table(table.round(4))})

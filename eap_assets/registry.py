@@ -1,0 +1,262 @@
+"""MLflow: tracking location, logging and registering trained classifiers, the promotion gate,
+and classifying new EAP templates with a registered model. No Dagster here: the assets in
+``eap_assets.defs.training`` and the ``eap-assets classify`` command both use these functions.
+
+Registered models are named ``eap_<kind>_<rotation>_<task>`` (e.g. ``eap_cnn_3drot_mtype``). Each
+version carries tags: ``test_accuracy``, ``classes`` (JSON list, output order), ``input``
+(``images`` (N, rows, cols, 2) or ``features`` (N, 2 x contacts)), ``probe``, ``dt_ms``,
+``n_samples``, ``rotation``, ``task``, ``kind``. Alias ``champion`` marks the version to use; a new
+version takes it only if its test accuracy is at least the champion's, otherwise it gets
+``challenger``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eap_assets.core import features
+from eap_assets.core.probe import get_probe
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+KINDS: tuple[str, ...] = ("cnn", "lgbm")
+#: Model input of each kind: the paper's images or the flat 200-feature vector.
+INPUTS = {"cnn": "images", "lgbm": "features"}
+#: Packages a logged model of each kind needs (pinned to the installed versions).
+REQUIREMENTS = {"cnn": ("tensorflow-cpu", "keras", "numpy"), "lgbm": ("lightgbm", "scikit-learn", "numpy")}
+
+
+class RegistryError(RuntimeError):
+    """A registered model or alias is missing, or a request does not match the model."""
+
+
+def model_name(kind: str, rotation: str, task: str) -> str:
+    """Registered-model name of a kind x rotation x task."""
+    if kind not in KINDS:
+        raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
+    return f"eap_{kind}_{rotation}_{task}"
+
+
+def default_tracking_uri(data_dir: str | Path) -> str:
+    """A sqlite tracking + registry store under the data directory."""
+    return f"sqlite:///{(Path(data_dir).resolve() / 'mlflow' / 'mlflow.db')}"
+
+
+def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | None = None) -> str:
+    """Point MLflow at ``tracking_uri`` (also the registry) and return the experiment id (created if needed).
+
+    ``artifact_root`` is used for a new experiment (default: ``artifacts/`` beside a sqlite file).
+    """
+    import fcntl
+
+    import mlflow
+
+    lock = None
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if artifact_root is None:
+            artifact_root = db.parent / "artifacts"
+        # parallel runs on a new store would race creating its schema: one process at a time here
+        lock = open(db.parent / ".configure.lock", "w")  # noqa: SIM115
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        location = Path(artifact_root).resolve().as_uri() if artifact_root and "://" not in str(artifact_root) \
+            else artifact_root
+        return mlflow.create_experiment(experiment, artifact_location=location)
+    finally:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+
+def model_input(kind: str, table: pd.DataFrame, probe: str) -> np.ndarray:
+    """The input array a model kind takes, from a feature table."""
+    if INPUTS[kind] == "images":
+        return features.images_from_table(table, probe)
+    amp, width = features.feature_columns(get_probe(probe).n_contacts)
+    return table[amp + width].to_numpy(np.float32)
+
+
+def log_model(model, kind: str, name: str, example: np.ndarray, tags: dict[str, object]):
+    """Log ``model`` in the active run with its flavour and signature and register it as ``name``.
+
+    Returns
+    -------
+    mlflow.entities.model_registry.ModelVersion
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, _predict_proba(model, kind, example))
+    str_tags = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in tags.items()}
+    flavour = mlflow.keras if kind == "cnn" else mlflow.lightgbm
+    # the pinned versions, stated: MLflow would otherwise infer them by re-importing the model (slow)
+    requirements = [f"{p}=={package_version(p)}" for p in REQUIREMENTS[kind]]
+    info = flavour.log_model(model, name="model", signature=signature, registered_model_name=name, tags=str_tags,
+                             pip_requirements=requirements)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(name, str(info.registered_model_version))
+    for key, value in str_tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return client.get_model_version(name, version.version)
+
+
+def promote(name: str, version: str | int, test_accuracy: float) -> str:
+    """The promotion gate: ``champion`` moves to ``version`` only if its test accuracy is at least
+    the current champion's; otherwise ``version`` becomes ``challenger``. Returns the alias given."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    version = str(version)
+    client.set_model_version_tag(name, version, "test_accuracy", repr(float(test_accuracy)))
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and str(current.version) != version:
+        best = float(current.tags.get("test_accuracy", "-inf"))
+        if float(test_accuracy) < best:
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            return CHALLENGER
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return CHAMPION
+
+
+@dataclass
+class RegisteredModel:
+    """A loaded registered model version and what it expects."""
+
+    name: str
+    version: str
+    kind: str
+    model: object
+    classes: list[str]
+    probe: str
+    dt_ms: float
+    n_samples: int
+    tags: dict[str, str]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return _predict_proba(self.model, self.kind, x)
+
+
+def load_registered(name: str, alias: str = CHAMPION, version: str | None = None) -> RegisteredModel:
+    """Load ``models:/<name>@<alias>`` (or a given version) with its native flavour.
+
+    Raises
+    ------
+    RegistryError
+        If the model, alias or version does not exist (naming them and the known ones).
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise RegistryError(f"registered model {name!r} has no {'version ' + version if version else 'alias ' + alias!r}"
+                            f" (registered models: {', '.join(known) or 'none'})") from exc
+    kind = mv.tags.get("kind", "cnn")
+    uri = f"models:/{name}/{mv.version}"
+    model = mlflow.keras.load_model(uri) if kind == "cnn" else mlflow.lightgbm.load_model(uri)
+    return RegisteredModel(name=name, version=str(mv.version), kind=kind, model=model,
+                           classes=json.loads(mv.tags["classes"]), probe=mv.tags["probe"],
+                           dt_ms=float(mv.tags["dt_ms"]), n_samples=int(mv.tags["n_samples"]), tags=dict(mv.tags))
+
+
+def _predict_proba(model, kind: str, x: np.ndarray) -> np.ndarray:
+    """Probabilities exactly as at training time (one home: ``models.TrainedModel.predict_proba``)."""
+    from eap_assets.core.models import TrainedModel
+
+    return TrainedModel(model=model, history=pd.DataFrame(), best_step=0, steps_run=0, seconds=0.0).predict_proba(x)
+
+
+def read_templates(path: str | Path, probe: str | None = None, dt_ms: float | None = None
+                   ) -> tuple[np.ndarray, str, float]:
+    """EAP templates to classify: ``.npy`` (n, contacts, samples) with ``probe`` and ``dt_ms`` given,
+    or a MEArec templates ``.h5`` (probe name and sampling step read from the file).
+
+    Returns
+    -------
+    (templates, probe, dt_ms)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"templates file {path} does not exist")
+    if path.suffix == ".npy":
+        if probe is None or dt_ms is None:
+            raise ValueError(f"{path}: a .npy file needs --probe and --dt-ms (sampling step in ms)")
+        return np.load(path), probe, float(dt_ms)
+    if path.suffix in (".h5", ".hdf5"):
+        import MEArec
+
+        gen = MEArec.load_templates(str(path), return_h5_objects=False, verbose=False)
+        info = gen.info
+        file_probe = info["electrodes"]["electrode_name"]
+        file_dt = float(info["params"]["dt"])
+        data = np.asarray(gen.templates)
+        while data.ndim > 3:  # drifting / jittered templates: use the first position / jitter
+            data = data[:, 0]
+        return data, probe or file_probe, float(dt_ms) if dt_ms is not None else file_dt
+    raise ValueError(f"{path}: templates must be a .npy or a MEArec .h5 file, got {path.suffix!r}")
+
+
+def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredModel) -> pd.DataFrame:
+    """Predicted type and class probabilities of each template, with the model version used.
+
+    Parameters
+    ----------
+    templates : ndarray, shape (n, contacts, samples)
+        Extracellular waveforms in µV, one per unit.
+    probe : str
+        MEAutility name of the probe they were recorded with (must be the model's).
+    dt_ms : float
+        Sampling step in ms (must be the model's).
+    model : RegisteredModel
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, another probe than the model's, another sampling step or window length.
+    """
+    templates = np.asarray(templates, dtype=np.float64)
+    n_contacts = get_probe(probe).n_contacts  # ProbeError for an unknown probe
+    if templates.ndim != 3:
+        raise ValueError(f"templates must have shape (n_units, contacts, samples), got {templates.shape}")
+    if templates.shape[1] != n_contacts:
+        raise ValueError(f"templates have {templates.shape[1]} contacts but probe {probe!r} has {n_contacts}")
+    if probe != model.probe:
+        raise ValueError(f"model {model.name} v{model.version} was trained on probe {model.probe!r}, not {probe!r}")
+    if not np.isclose(dt_ms, model.dt_ms, rtol=1e-6):
+        raise ValueError(f"sampling step {dt_ms} ms ({1 / dt_ms:.1f} kHz) does not match the model's "
+                         f"{model.dt_ms} ms ({1 / model.dt_ms:.1f} kHz): resample the templates first")
+    if templates.shape[2] != model.n_samples:
+        raise ValueError(f"templates have {templates.shape[2]} samples per waveform; the model expects "
+                         f"{model.n_samples} ({model.n_samples * model.dt_ms:g} ms)")
+    amplitude, width = features.amplitude_width(templates, dt_ms)
+    if model.kind == "cnn":
+        x = features.feature_images(templates, dt_ms, probe)
+    else:
+        x = np.concatenate([amplitude, width], axis=1).astype(np.float32)
+    proba = model.predict_proba(x)
+    frame = pd.DataFrame({"unit": np.arange(len(templates)),
+                          "predicted": np.asarray(model.classes)[proba.argmax(axis=1)],
+                          "probability": proba.max(axis=1)})
+    for i, label in enumerate(model.classes):
+        frame[f"p_{label}"] = proba[:, i]
+    frame["model"] = model.name
+    frame["version"] = model.version
+    return frame
