@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 RESULTS_ARGS ?= --cnn-patience 5
 FAITHFUL_ARGS ?= --rotations 3drot --stages models,report
 
-.PHONY: install compile test run ui mlflow-ui results cells-doc clean
+.PHONY: install compile test run ui mlflow-ui results bench cells-doc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ results: compile
 	$(BIN)/eap-assets run $(RESULTS_ARGS)
 	$(BIN)/eap-assets run $(FAITHFUL_ARGS)
 	cp data/reports/paper_comparison.md docs/results.md
+
+## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings) -> docs/benchmarks.md;
+## needs the paper-scale templates in data/templates (`make run RUN_ARGS="--stages cells"`); ~10 min on a quiet machine
+bench: compile
+	$(BIN)/python bench/run_all.py
 
 ## regenerate docs/cells.md at paper settings (13 cells, 1.2 s simulations)
 cells-doc: compile

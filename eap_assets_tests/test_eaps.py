@@ -46,6 +46,25 @@ def test_same_seed_same_arrays_other_seed_other_arrays(bp_templates, dataset):
     assert not np.array_equal(other.positions, dataset.positions)
 
 
+def test_computing_the_last_chunk_in_steps_changes_nothing(bp_templates, dataset, monkeypatch):
+    from eap_assets.core import eaps
+
+    monkeypatch.setattr(eaps, "FINAL_STEP", eaps.DRAW_CHUNK)  # whole chunks: the old behaviour
+    whole = simulate_eap_dataset(bp_templates, EAPConfig(n_eaps=40, rotation="3drot", seed=3), mtype="BP")
+    for name in ("positions", "rotations", "spike_index", "candidate_index", "tries"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(dataset, name))
+    # the same values up to float32 rounding (matrix products of other shapes round differently)
+    assert np.abs(whole.eaps - dataset.eaps).max() <= 1e-6 * np.abs(dataset.eaps).max()
+
+
+def test_float64_dataset_accepts_the_same_candidates(bp_templates, dataset):
+    f64 = simulate_eap_dataset(bp_templates, EAPConfig(n_eaps=40, rotation="3drot", seed=3), mtype="BP",
+                               dtype=np.float64)
+    np.testing.assert_array_equal(f64.candidate_index, dataset.candidate_index)
+    assert np.abs(f64.eaps - dataset.eaps).max() <= 5e-5 * np.abs(f64.eaps).max()
+    assert f64.provenance["dtype"] == "float64" and dataset.provenance["dtype"] == "float32"
+
+
 def test_bound_on_tries_gives_a_clear_error(bp_templates):
     with pytest.raises(AcceptanceError, match=r"'L5_BP_bAC217_1', rotation 'norot': only \d+ of 50 .* 5000 µV .* 60 tries"):
         simulate_eap_dataset(bp_templates, EAPConfig(n_eaps=50, min_amplitude=5000.0, max_tries=60))

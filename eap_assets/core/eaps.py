@@ -5,7 +5,13 @@ accepted.
 
 Candidates are drawn in fixed chunks of :data:`DRAW_CHUNK` from generators seeded by
 ``(seed, cell, rotation)``, so a partition's data depend on nothing else (not on the order in
-which partitions run, nor on the compute batch size).
+which partitions run, nor on the compute batch size: that changes the computed potentials in
+the last bits of float32 at most).
+
+The engine works in float32 by default, with each spike's currents replaced by a low-rank
+factorisation (:func:`low_rank_factors`); the EAPs agree with the exact float64 computation
+to ~1e-5 of their peak (tests), far below the 30 µV rule's resolution.  Pass
+``dtype=np.float64`` for the exact reference computation.
 """
 
 from __future__ import annotations
@@ -25,11 +31,17 @@ from eap_assets.core.probe import get_probe
 from eap_assets.core.storage import atomic_path, atomic_save_npy
 
 #: Version of the EAP sampling and line-source code (see intracellular.CODE_VERSION).
-CODE_VERSION = "eaps-1"
+CODE_VERSION = "eaps-2"
 #: Candidates drawn at a time. Part of the sampling algorithm: changing it changes the data.
 DRAW_CHUNK = 256
-#: Upper bound of elements of one (placements x contacts x segments) temporary.
-_BATCH_ELEMENTS = 2_000_000
+#: Default working precision of the engine (float64 is kept for reference comparisons).
+DEFAULT_DTYPE = np.float32
+#: Candidates computed at a time once fewer than a chunk are still wanted (speed only).
+FINAL_STEP = 64
+#: Relative singular-value cut-off of the spike currents in float32 (see :func:`low_rank_factors`).
+LOW_RANK_TOL = 1e-7
+#: Upper bound of elements of the (placements x contacts, segments) matrix of one matrix product.
+_GEMM_ELEMENTS = 1_000_000
 
 
 class AcceptanceError(RuntimeError):
@@ -182,12 +194,58 @@ def partition_seed(seed: int, *keys: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), *words])
 
 
+def low_rank_factors(currents: np.ndarray, rank_tol: float, dtype: type) -> tuple[np.ndarray, ...]:
+    """Factors whose product is ``currents`` (S, T), truncated to a relative singular-value cut-off.
+
+    The currents of one spike have a low numerical rank (BBP cells: 30-65 at 1e-7 of the
+    largest singular value, of 224 samples), so ``(terms @ A) @ B`` needs 3-4x fewer
+    operations than ``terms @ currents``.  ``B`` holds the right singular vectors whose
+    singular values exceed ``rank_tol`` times the largest and ``A = currents @ B.T``: the
+    product is the projection of the currents onto them, and its error is bounded by the
+    dropped singular values.  The vectors come from the eigendecomposition of the small
+    (T, T) Gram matrix (4x faster than an SVD, which matters once per partition); the
+    singular values deciding the cut are recomputed as the norms of ``A``'s columns, exact
+    to float64 rounding of the largest.
+
+    Parameters
+    ----------
+    currents : ndarray, shape (S, T)
+    rank_tol : float
+        Relative cut-off; 0 keeps the currents as they are.
+    dtype : numpy dtype
+        Precision of the factors.
+
+    Returns
+    -------
+    tuple of ndarrays
+        ``(currents,)`` or ``(A, B)`` with shapes (S, r) and (r, T), whichever needs fewer
+        operations.
+    """
+    currents = np.asarray(currents, dtype=np.float64)
+    n_seg, n_samples = currents.shape
+    if rank_tol > 0:
+        eigenvalues, vectors = np.linalg.eigh(currents.T @ currents)  # squared singular values, ascending
+        # a generous first cut: eigenvalues near eps * largest are imprecise
+        vectors = vectors[:, eigenvalues > (0.01 * rank_tol) ** 2 * eigenvalues[-1]]
+        projected = currents @ vectors                                  # columns: singular value x left vector
+        norms = np.linalg.norm(projected, axis=0)
+        keep = norms > rank_tol * norms.max()
+        if np.count_nonzero(keep) * (n_seg + n_samples) < n_seg * n_samples:
+            return (np.ascontiguousarray(projected[:, keep], dtype=dtype),
+                    np.ascontiguousarray(vectors[:, keep].T, dtype=dtype))
+    return (currents.astype(dtype),)
+
+
 class EAPEngine:
     """Computes EAPs of one cell's spike templates for batches of placements.
 
-    Per-cell work (segment radii, contacts, currents in the working precision) is done once
-    here; :meth:`compute` then builds the line-source matrices of a batch and multiplies them
-    with the currents of each placement's spike, grouped by spike (one GEMM per spike).
+    Per-cell work is done once here: the segments' frames (:class:`linesource.SegmentGeometry`)
+    and the currents scaled by each segment's ``1 / (4 pi sigma dS)``, the unit factor and the
+    medium factor, in the working precision (as low-rank factors in float32, see
+    :func:`low_rank_factors`).  :meth:`compute` moves the probe's contacts into the frame of
+    each placed cell, sorts the placements by spike, builds the dimensionless line-source log
+    terms of a batch of placements at once and multiplies the rows of each spike with that
+    spike's currents, one matrix product per factor.
 
     Parameters
     ----------
@@ -199,24 +257,30 @@ class EAPEngine:
     medium : str
         Key of :data:`eap_assets.core.linesource.MEDIUM_FACTORS`.
     dtype : numpy dtype
-        Working precision (float64 for reference comparisons).
+        Working precision: float32 (default, fast) or float64 (reference comparisons).
+    rank_tol : float, optional
+        Relative singular-value cut-off of the currents; default :data:`LOW_RANK_TOL` in
+        float32 (below float32's own rounding, see the tests) and 0 (exact) in float64.
     """
 
     def __init__(self, templates: SpikeTemplates, probe: str = "SqMEA-10-15", sigma: float = 0.3,
-                 medium: str = "infinite", dtype: type = np.float64) -> None:
+                 medium: str = "infinite", dtype: type = DEFAULT_DTYPE, rank_tol: float | None = None) -> None:
         self.templates = templates
         self.contacts = get_probe(probe).positions
         self.sigma = sigma
-        self.dtype = dtype
-        self.scale = 1000.0 * linesource.medium_factor(medium)  # mV -> µV, image charge
-        self.r_limit = np.asarray(templates.seg_diam, dtype=float) / 2.0
-        zero = np.flatnonzero(np.linalg.norm(templates.seg_end - templates.seg_start, axis=1) == 0)
-        if zero.size:
-            raise ValueError(f"spike templates of {templates.cell_name!r}: segments {zero[:10].tolist()} have zero "
-                             "length; the line-source model needs segments of positive length")
-        self.currents = np.asarray(templates.imem, dtype=dtype)  # (K, S, T) nA
-        n_contacts, n_seg = self.contacts.shape[0], templates.n_segments
-        self.batch = max(1, _BATCH_ELEMENTS // (n_contacts * n_seg))
+        self.dtype = np.dtype(dtype)
+        self.rank_tol = (LOW_RANK_TOL if self.dtype == np.float32 else 0.0) if rank_tol is None else rank_tol
+        scale = 1000.0 * linesource.medium_factor(medium)  # mV -> µV, image charge
+        try:
+            self.geometry = linesource.SegmentGeometry.from_segments(
+                templates.seg_start, templates.seg_end, np.asarray(templates.seg_diam, dtype=float) / 2.0, sigma,
+                origin=templates.soma_pos, dtype=self.dtype)
+        except ValueError as err:
+            raise ValueError(f"spike templates of {templates.cell_name!r}: {err}") from None
+        weighted = np.asarray(templates.imem, dtype=float) * (scale * self.geometry.weight)[None, :, None]
+        #: per spike, factors whose product is its currents in µV per unit log term, (S, T)
+        self.factors = [low_rank_factors(w, self.rank_tol, self.dtype) for w in weighted]
+        self.batch = max(1, _GEMM_ELEMENTS // (self.contacts.shape[0] * templates.n_segments))
 
     def compute(self, rotations_: np.ndarray, positions: np.ndarray, spike_index: np.ndarray) -> np.ndarray:
         """EAPs for placements: rotation (B, 3, 3) about the soma, soma position (B, 3), spike (B,).
@@ -225,19 +289,21 @@ class EAPEngine:
         -------
         ndarray, shape (B, n_contacts, n_samples), µV, in the working precision.
         """
-        n = len(positions)
-        out = np.empty((n, self.contacts.shape[0], self.templates.n_samples), dtype=self.dtype)
-        for lo in range(0, n, self.batch):
-            hi = min(n, lo + self.batch)
-            start, end = linesource.place_segments(self.templates.seg_start, self.templates.seg_end,
-                                                   self.templates.soma_pos, rotations_[lo:hi], positions[lo:hi])
-            matrices = linesource.linesource_matrix(start, end, self.r_limit, self.contacts, self.sigma, self.dtype)
-            spikes = spike_index[lo:hi]
-            for k in np.unique(spikes):
-                sel = np.flatnonzero(spikes == k)
-                stacked = matrices[sel].reshape(-1, matrices.shape[-1])        # (b*C, S)
-                out[lo + sel] = (stacked @ self.currents[k]).reshape(sel.size, -1, self.currents.shape[-1])
-        out *= self.scale
+        n_contacts, n_samples = self.contacts.shape[0], self.templates.n_samples
+        local = self.geometry.to_local(self.contacts, rotations_, positions)  # (B, C, 3)
+        spike_index = np.asarray(spike_index)
+        out = np.empty((len(positions), n_contacts, n_samples), dtype=self.dtype)
+        buffer = np.empty((min(self.batch, len(positions)) * n_contacts, self.templates.n_segments), dtype=self.dtype)
+        order = np.argsort(spike_index, kind="stable")  # placements of the same spike next to each other
+        for lo in range(0, order.size, self.batch):
+            sel = order[lo:lo + self.batch]
+            terms = self.geometry.log_term(local[sel].reshape(-1, 3), out=buffer[: sel.size * n_contacts])
+            spikes = spike_index[sel]
+            for run in np.split(np.arange(sel.size), np.flatnonzero(np.diff(spikes)) + 1):
+                product = terms[run[0] * n_contacts:(run[-1] + 1) * n_contacts]
+                for factor in self.factors[spikes[run[0]]]:
+                    product = product @ factor
+                out[sel[run]] = product.reshape(run.size, n_contacts, n_samples)
         return out
 
 
@@ -247,7 +313,7 @@ def peak_to_peak(eaps: np.ndarray) -> np.ndarray:
 
 
 def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: str | None = None,
-                         dtype: type = np.float64, log=None) -> EAPDataset:
+                         dtype: type = DEFAULT_DTYPE, log=None) -> EAPDataset:
     """Draw placements until ``config.n_eaps`` EAPs pass the amplitude rule.
 
     Parameters
@@ -259,7 +325,7 @@ def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: st
     mtype : str, optional
         The cell's m-type (needed by ``physrot``).
     dtype : numpy dtype
-        Working precision; the stored EAPs are float32 either way.
+        Working precision (default float32); the stored EAPs are float32 either way.
     log : callable, optional
         Progress messages.
 
@@ -277,6 +343,7 @@ def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: st
     rng_pos, rng_rot, rng_spike = (np.random.default_rng(s) for s in streams)
     lows = np.array([config.x_range[0], config.y_range[0], config.z_range[0]])
     highs = np.array([config.x_range[1], config.y_range[1], config.z_range[1]])
+    accepted = np.empty((config.n_eaps, len(engine.contacts), templates.n_samples), dtype=np.float32)
     kept: list[tuple[np.ndarray, ...]] = []
     n_kept, tries = 0, 0
     while n_kept < config.n_eaps:
@@ -290,17 +357,26 @@ def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: st
         positions = rng_pos.uniform(lows, highs, size=(k, 3))
         rots = rotations.full_rotations(config.rotation, k, rng_rot, mtype=mtype)
         spikes = rng_spike.integers(0, templates.n_spikes, size=k)
-        eaps = engine.compute(rots, positions, spikes)
-        ok = np.flatnonzero(peak_to_peak(eaps) >= config.min_amplitude)[: config.n_eaps - n_kept]
-        kept.append((eaps[ok].astype(np.float32), positions[ok], rots[ok], spikes[ok], tries + ok))
-        n_kept += ok.size
-        tries += (int(ok[-1]) + 1) if n_kept == config.n_eaps else k
+        # near the end, compute the chunk in steps and stop once enough are accepted (same draws, less waste)
+        step = k if config.n_eaps - n_kept >= k else FINAL_STEP
+        for lo in range(0, k, step):
+            hi = min(k, lo + step)
+            eaps = engine.compute(rots[lo:hi], positions[lo:hi], spikes[lo:hi])
+            ok = np.flatnonzero(peak_to_peak(eaps) >= config.min_amplitude)[: config.n_eaps - n_kept]
+            accepted[n_kept:n_kept + ok.size] = eaps[ok]
+            kept.append((positions[lo + ok], rots[lo + ok], spikes[lo + ok], tries + lo + ok))
+            n_kept += ok.size
+            if n_kept == config.n_eaps:
+                tries += lo + int(ok[-1]) + 1
+                break
+        else:
+            tries += k
         if log is not None:
             log(f"{templates.cell_name} {config.rotation}: {n_kept}/{config.n_eaps} accepted of {tries} tries")
-    eaps, positions, rots, spikes, candidates = (np.concatenate(parts) for parts in zip(*kept))
+    positions, rots, spikes, candidates = (np.concatenate(parts) for parts in zip(*kept))
     return EAPDataset(
-        cell_name=templates.cell_name, rotation=config.rotation, probe=config.probe, eaps=eaps,
+        cell_name=templates.cell_name, rotation=config.rotation, probe=config.probe, eaps=accepted,
         positions=positions, rotations=rots, spike_index=spikes, candidate_index=candidates, tries=tries,
         dt=templates.dt, provenance={**asdict(config), "draw_chunk": DRAW_CHUNK, "dtype": np.dtype(dtype).name,
-                                     "templates": templates.provenance},
+                                     "rank_tol": engine.rank_tol, "templates": templates.provenance},
     )

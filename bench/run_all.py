@@ -1,0 +1,186 @@
+"""Run every benchmark and write docs/benchmarks.md.
+
+Each benchmark runs in its own process (one BLAS thread per process) after waiting for a
+quiet machine (1-minute load average below ``--max-load``, at most ``--wait`` seconds);
+results go to ``bench/results/<name>.json`` and the report is rebuilt from those files.
+
+Usage::
+
+    .venv/bin/python bench/run_all.py                 # everything (~10 min), then the report
+    .venv/bin/python bench/run_all.py --only eap_stage
+    .venv/bin/python bench/run_all.py --report-only   # rebuild docs/benchmarks.md from results
+"""
+
+from __future__ import annotations
+
+import benchlib
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections import defaultdict  # noqa: E402
+
+BENCH = benchlib.REPO / "bench"
+REPORT = benchlib.REPO / "docs" / "benchmarks.md"
+#: name -> script and arguments; the name is also the results file.
+BENCHMARKS: dict[str, list[str]] = {
+    "eap_stage": ["bench_eap_stage.py"],
+    "vs_mearec": ["bench_vs_mearec.py"],
+    "profile": ["profile_eap_stage.py"],
+    "neuron": ["bench_neuron.py"],
+}
+TARGET_WALL_S = 60.0
+TARGET_RSS_MIB = 4096.0
+TARGET_RATIO = 200.0
+
+
+def run(name: str, max_load: float, wait_s: float) -> None:
+    load = benchlib.wait_for_quiet(max_load, wait_s)
+    print(f"== {name} (load average {load})", flush=True)
+    subprocess.run([sys.executable, str(BENCH / BENCHMARKS[name][0]), *BENCHMARKS[name][1:]], cwd=benchlib.REPO,
+                   check=True)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _machine(m: dict) -> list[str]:
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} thread)"
+                     for b in m["blas"])
+    pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    return [f"- CPU: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; {m['platform']}",
+            f"- Python {m['python']}; {pkgs}", f"- BLAS: {blas}; thread variables {m['threads_env']}",
+            f"- Code: git {m['git_commit']}{' + uncommitted changes' if m['git_dirty'] else ''}"]
+
+
+def _vs_mearec(r: dict) -> list[str]:
+    rows = r["rows"]
+    out = [f"Command: `{r['command']}` ({r['date']}). Probe {r['probe']} ({r['contacts']} point contacts), "
+           f"{rows[0]['placements']} placements per cell and rotation mode, the same for both; medians of "
+           f"{rows[0]['runs']} runs (MEArec) and of ≥ 5 runs (engine), one core each. MEArec: its own "
+           "`return_extracellular_spike` per position on an LFPy cell with our spike templates as `cell.imem`; "
+           "engine: `EAPEngine.compute` (float32, low-rank currents) on MEArec's rotations, positions and spikes. "
+           f"The engine's chunk column is one draw chunk of {rows[0]['chunk']} candidates, as the EAP stage computes "
+           "them. 'max |diff| / peak' compares the two outputs EAP by EAP.", ""]
+    out += _table(["cell", "segments", "rotation", "MEArec (ms/EAP)", "engine (ms/EAP)", "engine, chunk (ms/EAP)",
+                   "ratio", "max abs diff / peak", "load avg start → end"],
+                  [[x["mtype"], x["segments"], x["mode"], f"{1e3 * x['mearec_s_per_eap']:.0f}",
+                    f"{1e3 * x['engine_s_per_eap']:.3f}", f"{1e3 * x['engine_chunk_s_per_eap']:.3f}",
+                    f"**{x['ratio']:.0f}×**", f"{x['max_abs_diff_over_peak']:.1e}",
+                    f"{x['loadavg_start'][0]} → {x['loadavg_end'][0]}"] for x in rows])
+    worst = min(x["ratio"] for x in rows)
+    setups = {x["mtype"]: (x["mearec_setup_s"], x["engine_setup_s"]) for x in rows}
+    out += ["", f"Smallest ratio: {worst:.0f}× (target ≥ {TARGET_RATIO:.0f}×: "
+            f"{'met' if worst >= TARGET_RATIO else 'NOT met'}). One-off set-up per cell (not in the figures): "
+            + "; ".join(f"{k}: LFPy cell + electrode {a:.1f} s, engine {b:.2f} s" for k, (a, b) in setups.items())
+            + "."]
+    return out
+
+
+def _stage(r: dict) -> list[str]:
+    med = r["median"]
+    out = [f"Command: `{r['command']}` ({r['date']}). {r['cells']} cells × {len(r['rotations'])} rotation modes "
+           f"({', '.join(r['rotations'])}) × {r['n_eaps']} accepted EAPs, {r['workers']} worker processes "
+           "(one BLAS thread each), paper settings, float32 engine; datasets computed in full and not written to "
+           "disk. Wall time from the first partition's start to the last one's end; 'with start-up' includes "
+           "starting the worker processes; CPU: the partitions' CPU time summed over the workers (divided by "
+           "the workers: the wall time on otherwise idle cores with perfect balance). Peak RSS: sum over the "
+           "processes of each one's peak. The stage's own 2 workers keep the load average near 2; a load above "
+           "that at the start means other work shared the cores.", ""]
+    out += _table(["run", "EAPs", "candidates", "wall (s)", "with start-up (s)", "CPU (s)", "EAPs/s", "candidates/s",
+                   "peak RSS per worker (MiB)", "peak RSS total (MiB)", "load avg start → end"],
+                  [[i + 1, x["eaps"], x["candidates"], f"{x['wall_s']:.1f}", f"{x['wall_with_startup_s']:.1f}",
+                    f"{x['cpu_s']:.1f}",
+                    f"{x['eaps_per_s']:.0f}", f"{x['candidates_per_s']:.0f}",
+                    ", ".join(f"{v:.0f}" for v in x["worker_peak_rss_mib"]), f"{x['total_peak_rss_mib']:.0f}",
+                    f"{x['loadavg_start'][0]} → {x['loadavg_end'][0]}"] for i, x in enumerate(r["runs"])])
+    ok_wall, ok_rss = med["wall_s"] <= TARGET_WALL_S, med["total_peak_rss_mib"] <= TARGET_RSS_MIB
+    out += ["", f"**Median of {len(r['runs'])} runs: {med['wall_s']:.1f} s wall "
+            f"({med['wall_with_startup_s']:.1f} s with start-up; {med['cpu_per_worker_s']:.1f} CPU s per worker), "
+            f"{med['eaps_per_s']:.0f} EAPs/s, "
+            f"{med['candidates_per_s']:.0f} candidates/s, peak RSS {med['total_peak_rss_mib']:.0f} MiB in total.** "
+            f"Targets: ≤ {TARGET_WALL_S:.0f} s on 2 cores ({'met' if ok_wall else 'NOT met'}), "
+            f"≤ {TARGET_RSS_MIB / 1024:.0f} GiB ({'met' if ok_rss else 'NOT met'}).", ""]
+    median_run = sorted(r["runs"], key=lambda x: x["wall_s"])[len(r["runs"]) // 2]
+    per_cell = defaultdict(lambda: {"segments": 0, "tries": 0, "accepted": 0, "seconds": 0.0, "cpu_s": 0.0})
+    for p in median_run["partitions"]:
+        c = per_cell[p["cell"]]
+        c["segments"] = p["segments"]
+        for k in ("tries", "accepted", "seconds", "cpu_s"):
+            c[k] += p[k]
+    out += ["Per cell in the median run (4 rotation modes together; wall and CPU seconds in its workers):", ""]
+    out += _table(["cell", "segments", "candidates", "acceptance", "wall (s)", "CPU (s)", "CPU ms/candidate"],
+                  [[name, c["segments"], c["tries"], f"{c['accepted'] / c['tries']:.0%}", f"{c['seconds']:.1f}",
+                    f"{c['cpu_s']:.1f}", f"{1e3 * c['cpu_s'] / c['tries']:.2f}"]
+                   for name, c in sorted(per_cell.items(), key=lambda kv: -kv[1]["seconds"])])
+    return out
+
+
+def _profile(r: dict) -> list[str]:
+    out = [f"Command: `{r['command']}` ({r['date']}), one core. Per cell, one chunk of {r['chunk']} candidates "
+           "(3drot), best of 5: time per (contact × segment) element of the line-source log terms "
+           "(element-wise numpy), of the products with the low-rank currents (BLAS), and of the whole "
+           "`EAPEngine.compute`.", ""]
+    out += _table(["cell", "segments", "current ranks", "set-up (s)", "ms/candidate", "log terms (ns/elem)",
+                   "products (ns/elem)", "compute (ns/elem)"],
+                  [[x["cell"], x["segments"], f"{min(x['ranks'])}–{max(x['ranks'])}", f"{x['setup_s']:.2f}",
+                    f"{x['candidate_ms']:.3f}", f"{x['log_terms_ns_per_element']:.1f}",
+                    f"{x['products_ns_per_element']:.1f}", f"{x['compute_ns_per_element']:.1f}"]
+                   for x in r["breakdown"]])
+    out += ["", f"cProfile of `simulate_eap_dataset` for all 13 cells (3drot, {r['profile_n_eaps']} EAPs each, "
+            f"serial, {r['profiled_s']:.1f} s under the profiler); own time of the top functions (numpy ufuncs "
+            "and matrix products count as their caller's own time):", ""]
+    out += _table(["share", "own time (s)", "calls", "function"],
+                  [[f"{x['share']:.1%}", f"{x['tottime_s']:.2f}", x["calls"], f"`{x['function']}`"]
+                   for x in r["profile"]])
+    return out
+
+
+def _neuron(r: dict) -> list[str]:
+    out = [f"Command: `{r['command']}` ({r['date']}). Source: {r['source']}: wall-clock seconds recorded by the run "
+           "that made these templates (its parallelism, e.g. `--workers 2` for docs/cells.md, is not recorded "
+           "with them).", ""]
+    out += _table(["cell", "segments", "simulations", "final simulation with i_mem (s)", "all simulations (s)"],
+                  [[x["cell"], x["segments"], x["simulations"], x["final_simulation_s"], x["total_simulation_s"]]
+                   for x in r["rows"]])
+    out += ["", f"Sum over cells: {r['total_simulation_s']:.0f} s of simulation."]
+    return out
+
+
+def write_report() -> str:
+    sections = [("EAP engine vs MEArec, per EAP", "vs_mearec", _vs_mearec), ("Full EAP stage", "eap_stage", _stage),
+                ("Where the time goes", "profile", _profile), ("NEURON stage", "neuron", _neuron)]
+    results = {name: benchlib.load_result(name) for _, name, _ in sections}
+    machine = next((r["machine"] for r in results.values() if r), None)
+    lines = ["# Benchmarks", "",
+             "Generated by `make bench` (`.venv/bin/python bench/run_all.py`) from `bench/results/*.json`; each "
+             "benchmark waits for a 1-minute load average below 0.5 (up to 10 min) and records the load average "
+             "at its start and end. Rerun any single one with the command shown in its section, then "
+             "`.venv/bin/python bench/run_all.py --report-only`.", "", "## Machine", ""]
+    lines += _machine(machine) if machine else ["(no results yet)"]
+    for title, name, fmt in sections:
+        lines += ["", f"## {title}", ""]
+        lines += fmt(results[name]) if results[name] else [f"(not run: `{name}`)"]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines) + "\n")
+    return str(REPORT)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--max-load", type=float, default=0.5)
+    parser.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, s")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        for name in args.only:
+            run(name, args.max_load, args.wait)
+    print(f"written {write_report()}")
+
+
+if __name__ == "__main__":
+    main()
