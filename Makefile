@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 # `make results`: paper scale, CNN with early stopping on the validation split for every rotation, then the
 # paper-faithful CNN (5000 steps, no early stopping) for 3drot; the report shows both for 3drot.
-RESULTS_ARGS ?= --cnn-patience 5
+RESULTS_ARGS ?= --cnn-patience 3
 FAITHFUL_ARGS ?= --rotations 3drot --stages models,report
 
 .PHONY: install compile test run ui mlflow-ui results bench cells-doc clean
