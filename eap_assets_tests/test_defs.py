@@ -415,6 +415,28 @@ def test_classify_templates_with_a_registered_model(graph, tmp_path):
         registry.load_registered("eap_cnn_spin_mtype")
 
 
+def test_classify_a_mearec_templates_file(graph, tmp_path):
+    import MEArec
+
+    eap_array = np.load(graph.data_path / "eaps" / SMALL / "norot" / "eaps.npy")[:4]
+    info = {"params": {"dt": 2**-5}, "electrodes": {"electrode_name": "SqMEA-10-15"}}
+    units = {"templates": eap_array, "locations": np.zeros((4, 3)), "rotations": np.zeros((4, 3)),
+             "celltypes": np.array(["x"] * 4)}
+    MEArec.save_template_generator(MEArec.TemplateGenerator(temp_dict=units, info=info), str(tmp_path / "t.h5"),
+                                   verbose=False)
+    out = tmp_path / "p.parquet"
+    assert cli.main(["classify", str(tmp_path / "t.h5"), "--model", "eap_lgbm_norot_binary", "--data-dir",
+                     str(graph.data_path), "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    assert len(frame) == 4 and set(frame["predicted"]) <= {"E", "I"} and {"p_E", "p_I"} <= set(frame.columns)
+    info["params"]["dt"] = 1 / 32.0 * 2  # 16 kHz: refused, not silently misread
+    MEArec.save_template_generator(MEArec.TemplateGenerator(temp_dict=units, info=info), str(tmp_path / "u.h5"),
+                                   verbose=False)
+    templates, probe, dt = registry.read_templates(tmp_path / "u.h5")
+    with pytest.raises(ValueError, match="sampling step 0.0625 ms"):
+        registry.classify(templates, probe, dt, registry.load_registered("eap_lgbm_norot_binary"))
+
+
 def test_paper_comparison_report(graph):
     text = (graph.data_path / "reports" / "paper_comparison.md").read_text()
     assert "paper Table II" in text and "paper Table III" in text and "unseen cell type" in text
