@@ -21,7 +21,7 @@ KIND_NAMES = {"cnn": "CNN", "lgbm": "LightGBM", "width_rule": "width rule"}
 def _fmt(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
-    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer() and abs(value) > 100):
+    if isinstance(value, (int, np.integer)):
         return str(int(value))
     return f"{value:.{digits}f}"
 
@@ -29,8 +29,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _md(frame: pd.DataFrame) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join([frame.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for index, row in frame.iterrows():
-        cells = [v if isinstance(v, str) else _fmt(v) for v in row.astype(object).tolist()]
+    for index, *values in frame.itertuples(name=None):  # keeps each column's type (ints stay ints)
+        cells = [v if isinstance(v, str) else _fmt(v) for v in values]
         lines.append("| " + " | ".join([str(index)] + cells) + " |")
     return "\n".join(lines) + "\n"
 
