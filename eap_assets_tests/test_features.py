@@ -82,7 +82,7 @@ def test_bad_eap_shapes_and_values():
         features.feature_images(np.zeros((2, 64, T)), DT)
     eaps = np.zeros((3, 100, T))
     eaps[2, 5, 7] = np.nan
-    with pytest.raises(ValueError, match=r"NaN or inf \(EAP rows \[2\]"):
+    with pytest.raises(ValueError, match=r"NaN or inf in EAP rows \[2\]"):
         features.feature_images(eaps, DT)
 
 

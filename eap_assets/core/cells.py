@@ -9,6 +9,7 @@ A model folder (e.g. ``L5_TTPC1_cADpyr232_1``) holds ``template.hoc``, ``biophys
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -166,11 +167,22 @@ def read_cell_model(folder: str | os.PathLike[str]) -> CellModel:
 
 
 def model_hash(model: CellModel) -> str:
-    """Hash of every file of the model folder (names and contents): changes when the model does."""
+    """Hash of every file of the model folder (names and contents): changes when the model does.
+
+    The contents are read once per process for a given set of (file, size, mtime); up-to-date
+    checks call this for every cell, rotation and task.
+    """
+    files = sorted(p for p in model.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and "x86_64" not in p.parts)
+    return _hash_files(model.path, tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_files(root: Path, signature: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in model.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                       and "x86_64" not in p.parts):
-        digest.update(str(path.relative_to(model.path)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, _, _ in signature:
+        path = Path(name)
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

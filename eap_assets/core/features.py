@@ -54,6 +54,13 @@ def amplitude_width(eaps: np.ndarray, dt: float, threshold: float = SILENT_THRES
     return amplitude, width
 
 
+def _check_finite(eaps: np.ndarray, what: str) -> None:
+    """ValueError naming the EAP rows (N, C, T) that hold NaN or inf."""
+    if not np.all(np.isfinite(eaps)):
+        bad = np.flatnonzero(~np.isfinite(eaps).all(axis=(1, 2)))
+        raise ValueError(f"{what} NaN or inf in EAP rows {bad[:10].tolist()}{'...' if bad.size > 10 else ''}")
+
+
 def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
                    threshold: float = SILENT_THRESHOLD) -> np.ndarray:
     """Amplitude and width images of EAPs on a grid probe.
@@ -79,9 +86,7 @@ def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
     n_contacts = grid.row.size
     if eaps.ndim != 3 or eaps.shape[1] != n_contacts:
         raise ValueError(f"eaps must have shape (N, {n_contacts}, n_samples) for probe {probe!r}, got {eaps.shape}")
-    if not np.all(np.isfinite(eaps)):
-        bad = np.flatnonzero(~np.isfinite(eaps).all(axis=(1, 2)))
-        raise ValueError(f"eaps contain NaN or inf (EAP rows {bad[:10].tolist()}{'...' if bad.size > 10 else ''})")
+    _check_finite(eaps, "eaps contain")
     amplitude, width = amplitude_width(eaps, dt, threshold)
     return np.stack([grid.to_image(amplitude), grid.to_image(width)], axis=-1)
 
@@ -126,10 +131,7 @@ def feature_table(dataset, mtype: str, excitatory: bool, threshold: float = SILE
         :func:`images_from_table`).
     """
     eaps = np.asarray(dataset.eaps)
-    if not np.all(np.isfinite(eaps)):
-        bad = np.flatnonzero(~np.isfinite(eaps).all(axis=(1, 2)))
-        raise ValueError(f"EAP dataset {dataset.cell_name!r} x {dataset.rotation!r}: NaN or inf in EAP rows "
-                         f"{bad[:10].tolist()}")
+    _check_finite(eaps, f"EAP dataset {dataset.cell_name!r} x {dataset.rotation!r}:")
     amplitude, width = amplitude_width(eaps, dataset.dt, threshold)
     best = np.argmax(amplitude, axis=1)
     rows = np.arange(len(eaps))
