@@ -122,12 +122,12 @@ def command_line() -> str:
 
 def save_result(name: str, result: dict, out: Path | None = None) -> Path:
     """Write a result (with machine facts and the command) to ``bench/results/<name>.json``."""
+    from eap_assets.core.storage import atomic_write_text
+
     path = out or RESULTS_DIR / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                "machine": machine_info(), **result}
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def load_result(name: str) -> dict | None:

@@ -28,10 +28,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "vs_mearec": ["bench_vs_mearec.py"],
     "profile": ["profile_eap_stage.py"],
     "neuron": ["bench_neuron.py"],
+    "training": ["bench_training.py"],
+    "end_to_end": ["bench_end_to_end.py"],
 }
 TARGET_WALL_S = 60.0
 TARGET_RSS_MIB = 4096.0
 TARGET_RATIO = 200.0
+TARGET_END_TO_END_S = 30 * 60.0
 
 
 def run(name: str, max_load: float, wait_s: float) -> None:
@@ -150,9 +153,70 @@ def _neuron(r: dict) -> list[str]:
     return out
 
 
+def _training(r: dict) -> list[str]:
+    out = [f"Command: `{r['command']}` ({r['date']}), on the paper-scale training tables "
+           f"(`data/training_table/<rotation>.parquet`), load average {r['load_avg_start'][0]} → "
+           f"{r['load_avg_end'][0]}.", "",
+           "CNN time per optimiser step (3drot m-type images; median of 3 runs of "
+           f"{r['cnn_step_time'][0]['steps_timed']} steps after a warm-up; TensorFlow threads as given, "
+           "one process per setting):", ""]
+    out += _table(["batch", "TF threads", "ms/step", "samples/s"],
+                  [[x["batch"], x["threads"], x["ms_per_step"], x["samples_per_s"]] for x in r["cnn_step_time"]])
+    out += ["", "Time to the paper's m-type accuracy (Table III mean over cell types) with the pipeline's CNN "
+            "recipe (`TrainingSettings()` defaults), two trainings at a time as in `make run`; the test set is "
+            "scored after every validation check for this table only (early stopping and the kept weights use "
+            "the validation split):", ""]
+    rows = []
+    for c in r["time_to_accuracy"]:
+        def hit(h):
+            return f"{h['seconds']:.0f} s (step {h['step']})" if h else "not reached"
+        rows.append([c["rotation"], c["paper_mean"], hit(c["reached_paper_minus_3pp"]), hit(c["reached_paper"]),
+                     c["final_test_mean"], c["steps_run"], c["best_step"], c["train_seconds"]])
+    out += _table(["rotation", "paper (%)", "paper − 3 pp reached after", "paper reached after", "final (%)",
+                   "steps run", "best step", "train (s)"], rows)
+    out += ["", "LightGBM fit (pipeline settings, one thread, early stopping on the validation split; median of 3):",
+            ""]
+    out += _table(["rotation", "task", "train rows", "features", "rounds", "wall (s)", "CPU (s)"],
+                  [[x["rotation"], x["task"], x["rows"], x["features"], x["rounds"], x["wall_s"], x["cpu_s"]]
+                   for x in r["lgbm_fit"]])
+    return out
+
+
+def _end_to_end(r: dict) -> list[str]:
+    ok_time = r["wall_s"] <= TARGET_END_TO_END_S and r["failed"] == 0
+    acc = r["accuracy"]
+    ok_acc = bool(acc) and all(a["within_3pp_or_better"] for a in acc if a["kind"] == "cnn")
+    ok_rss = all((s["peak_rss_tree_mib"] or 0) <= TARGET_RSS_MIB for s in r["stages"])
+    out = [f"Command: `{r['bench_command']}` ({r['date']}): `{r['command']}`, i.e. a fresh Dagster instance and "
+           "data directory, nothing cached but the compiled mechanisms. "
+           f"Load average {r['load_avg_start'][0]} → {r['load_avg_end'][0]}.", "",
+           f"**{r['wall_s'] / 60:.1f} min wall** for {r['runs']} runs ({r['failed']} failed); peak RSS of the "
+           f"whole process tree {r['peak_rss_tree_mib']:.0f} MiB. Targets: ≤ 30 min "
+           f"({'met' if ok_time else 'NOT met'}), every stage ≤ 4 GiB ({'met' if ok_rss else 'NOT met'}), "
+           f"CNN accuracy no more than 3 pp below the paper's ({'met' if ok_acc else 'NOT met'}).", "",
+           "Stages (span: first run's start to last run's end, seconds from the start of `make run`; stages "
+           "overlap because a rotation's training starts when its last feature table is done). Peak RSS "
+           "(tree): all processes together, sampled every 0.5 s during the span; (worker): the largest peak "
+           "RSS a worker process reported after one of the stage's runs.", ""]
+    out += _table(["stage", "runs", "start (s)", "end (s)", "span (s)", "sum of run times (s)", "longest run (s)",
+                   "peak RSS tree (MiB)", "peak RSS worker (MiB)"],
+                  [[s["stage"], s["runs"], s["start_s"], s["end_s"], s["span_s"], s["run_seconds_sum"],
+                    s["longest_run_s"], s["peak_rss_tree_mib"], s["peak_rss_worker_mib"]] for s in r["stages"]])
+    out += ["", "Test accuracy of this run beside the paper's CNN (binary: accuracy over the test EAPs, the "
+            "paper's Table II average; m-type: mean over the 13 cell types, Table III):", ""]
+    out += _table(["rotation", "task", "model", "ours (%)", "paper CNN (%)", "difference (pp)", "train (s)"],
+                  [[a["rotation"], a["task"], a["kind"], a["ours"], a["paper_cnn"], f"{a['difference_pp']:+.2f}",
+                    a["train_seconds"]] for a in sorted(acc, key=lambda a: (a["task"], a["kind"], a["rotation"]))])
+    cnn = next((a["cnn_training"] for a in acc if a["kind"] == "cnn"), None)
+    if cnn:
+        out += ["", f"CNN recipe (one partition's record): {cnn}."]
+    return out
+
+
 def write_report() -> str:
     sections = [("EAP engine vs MEArec, per EAP", "vs_mearec", _vs_mearec), ("Full EAP stage", "eap_stage", _stage),
-                ("Where the time goes", "profile", _profile), ("NEURON stage", "neuron", _neuron)]
+                ("Where the time goes", "profile", _profile), ("NEURON stage", "neuron", _neuron),
+                ("Training", "training", _training), ("End to end, cold, paper scale", "end_to_end", _end_to_end)]
     results = {name: benchlib.load_result(name) for _, name, _ in sections}
     machine = next((r["machine"] for r in results.values() if r), None)
     lines = ["# Benchmarks", "",
@@ -164,8 +228,9 @@ def write_report() -> str:
     for title, name, fmt in sections:
         lines += ["", f"## {title}", ""]
         lines += fmt(results[name]) if results[name] else [f"(not run: `{name}`)"]
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines) + "\n")
+    from eap_assets.core.storage import atomic_write_text
+
+    atomic_write_text(REPORT, "\n".join(lines) + "\n")
     return str(REPORT)
 
 

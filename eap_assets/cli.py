@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from eap_assets.core.stages import QUICK_N_EAPS, QUICK_STIMULUS
+from eap_assets.core.storage import atomic_path, atomic_write_text
 
 
 
@@ -40,9 +41,10 @@ QUICK_TRAINING = {"cnn_steps": 300, "cnn_batch_size": 256, "cnn_eval_every": 50}
 
 
 def _training(args: argparse.Namespace):
-    from eap_assets.defs.training import TrainingSettings
+    from eap_assets.defs.training import PAPER_CNN, TrainingSettings
 
-    values = dict(QUICK_TRAINING) if args.quick else {}
+    values = dict(PAPER_CNN) if getattr(args, "paper_cnn", False) else {}
+    values.update(QUICK_TRAINING if args.quick else {})
     for name in ("cnn_steps", "cnn_batch_size", "cnn_patience"):
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
@@ -75,9 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     stages = tuple(x for x in args.stages.split(",") if x)
     settings, report = _materialize(args, stages)
-    summary = settings.data_path / "summary.json"
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps([asdict(r) for r in report.results], indent=2))
+    summary = atomic_write_text(settings.data_path / "summary.json",
+                                json.dumps([asdict(r) for r in report.results], indent=2))
     print(f"results under {settings.data_path}; per-partition outcome in {summary}; "
           "the runs are in the Dagster UI (make ui)")
     for result in report.failed:
@@ -95,10 +96,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     model = registry.load_registered(args.model, alias=args.alias, version=args.version)
     frame = registry.classify(templates, probe, dt_ms, model)
     out = args.out
-    if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    else:
-        frame.to_csv(out, index=False)
+    with atomic_path(out) as tmp:
+        if out.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
     print(frame.head(20).to_string(index=False))
     print(f"{len(frame)} units classified with {model.name} version {model.version} -> {out}")
     return 0
@@ -129,12 +131,12 @@ def cmd_cells_table(args: argparse.Namespace) -> int:
     import neuron
 
     from eap_assets.core.intracellular import SpikeTemplates
-    from eap_assets.core.stages import cells_table, select_models, templates_path
+    from eap_assets.core.stages import cells_table, scan_models, templates_path
     from eap_assets.local import cpu_count
 
     settings, report = _materialize(args, ("cells",))
     failures = {r.partition: r.error for r in report.failed}
-    models = {m.name: m for m in select_models(args.model_folder, [c for c in args.cells.split(",") if c] or None)}
+    models = {m.name: m for m in scan_models(args.model_folder, [c for c in args.cells.split(",") if c] or None)[0]}
     templates = [SpikeTemplates.load(templates_path(settings.data_path, n)) for n in sorted(models)
                  if n not in failures]
     s = settings.stimulus()
@@ -151,8 +153,7 @@ def cmd_cells_table(args: argparse.Namespace) -> int:
             "records every segment's membrane current.\n\n" + cells_table(templates, models))
     if failures:
         text += "\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    atomic_write_text(args.out, text)
     print(text)
     print(f"written to {args.out}")
     return 1 if failures else 0
@@ -170,10 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
     p.add_argument("--stages", default="cells,eaps,training,models,report",
                    help="comma-separated subset of cells,eaps,training,models,report")
-    p.add_argument("--cnn-steps", type=int, default=None, help="CNN steps (paper and default 5000; 300 with --quick)")
-    p.add_argument("--cnn-batch-size", type=int, default=None, help="CNN batch (paper and default 1000)")
+    p.add_argument("--paper-cnn", action="store_true",
+                   help="the paper's CNN schedule: 5000 steps of 1000 at Adam 5e-4, no early stopping "
+                        "(default: the pipeline's recipe, batches of 128 with early stopping)")
+    p.add_argument("--cnn-steps", type=int, default=None, help="most CNN steps (default 8000; 300 with --quick)")
+    p.add_argument("--cnn-batch-size", type=int, default=None, help="CNN batch (default 128; paper 1000)")
     p.add_argument("--cnn-patience", type=int, default=None,
-                   help="early stopping after this many validation checks without improvement (default: off)")
+                   help="early stopping after this many validation checks without improvement (default 10)")
     p.add_argument("--n-eaps", type=int, default=None,
                    help="accepted EAPs per cell and rotation (default 1000; 50 with --quick)")
     p.add_argument("--probe", default="SqMEA-10-15", help="MEAutility probe name")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eap_assets.core.storage import atomic_write_text
+
 #: Default instance folder, relative to the working directory (the repository root for make).
 DEFAULT_HOME = ".dagster_home"
 
@@ -43,7 +45,7 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(local_dagster_yaml(cpu_count()))
+        atomic_write_text(config, local_dagster_yaml(cpu_count()))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -12,7 +12,9 @@ version takes it only if its test accuracy is at least the champion's, otherwise
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -22,6 +24,7 @@ import pandas as pd
 
 from eap_assets.core import features
 from eap_assets.core.probe import get_probe
+from eap_assets.core.storage import file_lock
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -53,20 +56,17 @@ def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | No
 
     ``artifact_root`` is used for a new experiment (default: ``artifacts/`` beside a sqlite file).
     """
-    import fcntl
-
     import mlflow
 
-    lock = None
+    lock = contextlib.nullcontext()
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
         if artifact_root is None:
             artifact_root = db.parent / "artifacts"
         # parallel runs on a new store would race creating its schema: one process at a time here
-        lock = open(db.parent / ".configure.lock", "w")  # noqa: SIM115
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
+        lock = file_lock(db.parent / "configure")
+    with lock:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         found = mlflow.get_experiment_by_name(experiment)
@@ -75,10 +75,6 @@ def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | No
         location = Path(artifact_root).resolve().as_uri() if artifact_root and "://" not in str(artifact_root) \
             else artifact_root
         return mlflow.create_experiment(experiment, artifact_location=location)
-    finally:
-        if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            lock.close()
 
 
 def model_input(kind: str, table: pd.DataFrame, probe: str) -> np.ndarray:
@@ -115,7 +111,11 @@ def log_model(model, kind: str, name: str, example: np.ndarray, tags: dict[str, 
 
 def promote(name: str, version: str | int, test_accuracy: float) -> str:
     """The promotion gate: ``champion`` moves to ``version`` only if its test accuracy is at least
-    the current champion's; otherwise ``version`` becomes ``challenger``. Returns the alias given."""
+    the current champion's; otherwise ``version`` becomes ``challenger``. Returns the alias given.
+
+    The decision and its reason are stored as the version's ``promotion`` tag (shown in the MLflow
+    UI); a refused promotion is also logged as a warning naming both versions and accuracies.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -128,9 +128,15 @@ def promote(name: str, version: str | int, test_accuracy: float) -> str:
     if current is not None and str(current.version) != version:
         best = float(current.tags.get("test_accuracy", "-inf"))
         if float(test_accuracy) < best:
+            reason = (f"{name} v{version} not promoted to {CHAMPION}: its test accuracy {float(test_accuracy):.4f} is "
+                      f"below {CHAMPION} v{current.version}'s {best:.4f}; aliased {CHALLENGER}, {CHAMPION} unchanged")
             client.set_registered_model_alias(name, CHALLENGER, version)
+            client.set_model_version_tag(name, version, "promotion", reason)
+            logging.getLogger(__name__).warning(reason)
             return CHALLENGER
     client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", f"{name} v{version} is {CHAMPION} (test accuracy "
+                                                             f"{float(test_accuracy):.4f})")
     return CHAMPION
 
 
@@ -167,8 +173,9 @@ def load_registered(name: str, alias: str = CHAMPION, version: str | None = None
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
         known = sorted(m.name for m in client.search_registered_models())
-        raise RegistryError(f"registered model {name!r} has no {'version ' + version if version else 'alias ' + alias!r}"
-                            f" (registered models: {', '.join(known) or 'none'})") from exc
+        what = f"version {version!r}" if version else f"alias {alias!r}"
+        raise RegistryError(f"registered model {name!r} has no {what} (registered models: {', '.join(known) or 'none'})"
+                            ) from exc
     kind = mv.tags.get("kind", "cnn")
     uri = f"models:/{name}/{mv.version}"
     model = mlflow.keras.load_model(uri) if kind == "cnn" else mlflow.lightgbm.load_model(uri)
@@ -234,12 +241,13 @@ def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredM
     """
     templates = np.asarray(templates, dtype=np.float64)
     n_contacts = get_probe(probe).n_contacts  # ProbeError for an unknown probe
-    if templates.ndim != 3:
-        raise ValueError(f"templates must have shape (n_units, contacts, samples), got {templates.shape}")
+    if templates.ndim != 3 or not len(templates):
+        raise ValueError(f"templates must have shape (n_units, contacts, samples), n_units >= 1; got {templates.shape}")
     if templates.shape[1] != n_contacts:
         raise ValueError(f"templates have {templates.shape[1]} contacts but probe {probe!r} has {n_contacts}")
     if probe != model.probe:
-        raise ValueError(f"model {model.name} v{model.version} was trained on probe {model.probe!r}, not {probe!r}")
+        raise ValueError(f"model {model.name} v{model.version} was trained on probe {model.probe!r} "
+                         f"({get_probe(model.probe).n_contacts} contacts), not {probe!r} ({n_contacts} contacts)")
     if not np.isclose(dt_ms, model.dt_ms, rtol=1e-6):
         raise ValueError(f"sampling step {dt_ms} ms ({1 / dt_ms:.1f} kHz) does not match the model's "
                          f"{model.dt_ms} ms ({1 / model.dt_ms:.1f} kHz): resample the templates first")

@@ -25,6 +25,7 @@ import dagster as dg
 from upath import UPath
 
 from eap_assets.core import cells, stages
+from eap_assets.core.mechanisms import MechanismError
 from eap_assets.core.models import TASKS
 from eap_assets.defs.features import expected_features_key, training_key
 from eap_assets.defs.io import stored_parquet_key
@@ -47,6 +48,8 @@ class TaskResult:
     seconds: float = 0.0
     run_id: str | None = None
     error: str | None = None
+    started: float | None = None  # time.time() when the run started in its worker
+    peak_rss_mib: float | None = None  # the worker process's peak RSS so far (ru_maxrss; an upper bound for this run)
 
 
 @dataclass
@@ -80,9 +83,11 @@ def execute_partition(job_name: str, partition_key: str, run_config: dict) -> Ta
     """Run one job for one partition in this process, recorded in the ``$DAGSTER_HOME`` instance."""
     from eap_assets.definitions import defs
 
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
+    job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job_name).execute_in_process(
+        check_partition_key(job, partition_key, instance)
+        result = job.execute_in_process(
             partition_key=partition_key or None, instance=instance, run_config=run_config, raise_on_error=False)
     errors = [e.step_failure_data.error for e in result.all_events
               if e.is_step_failure and e.step_failure_data and e.step_failure_data.error]
@@ -91,15 +96,49 @@ def execute_partition(job_name: str, partition_key: str, run_config: dict) -> Ta
               and not e.asset_check_evaluation_data.passed]
     error = "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None
     return TaskResult(job_name, partition_key, "done" if result.success and not checks else "failed",
-                      round(time.perf_counter() - start, 1), result.run_id, error)
+                      round(time.perf_counter() - start, 1), result.run_id, error, started, _peak_rss_mib())
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def check_partition_key(job: dg.JobDefinition, partition_key: str, instance: dg.DagsterInstance) -> None:
+    """ValueError naming the job, the key and the valid keys if ``partition_key`` is not one of the job's."""
+    partitions = job.partitions_def
+    if partitions is None:
+        if partition_key:
+            raise ValueError(f"{job.name} is not partitioned; got partition key {partition_key!r}")
+        return
+    def keys(definition: dg.PartitionsDefinition) -> list[str]:
+        return definition.get_partition_keys(dynamic_partitions_store=instance)
+
+    if partition_key in keys(partitions):
+        return
+    if isinstance(partitions, dg.MultiPartitionsDefinition):
+        dims = partitions.partitions_defs
+        valid = "; ".join(f"{d.name} in {', '.join(keys(d.partitions_def)) or 'none'}" for d in dims)
+        valid = f"'{'|'.join(f'<{d.name}>' for d in dims)}' with {valid}"
+    else:
+        valid = ", ".join(keys(partitions)) or "none"
+    raise ValueError(f"{job.name}: unknown partition key {partition_key!r}; valid: {valid}")
+
+
+#: Wrappers around the user's exception in a step failure besides Dagster's own: a retry policy's,
+#: and the ``Failure`` that makes bad input skip retries (``eap_assets.defs.retries``).
+_WRAPPERS = ("Failure", "RetryRequested", "RetryRequestedFromPolicy")
 
 
 def _root_cause(error) -> str:
     """The user's exception inside a Dagster step failure (skipping Dagster's wrappers, not its causes)."""
-    while error.cause is not None and error.cls_name.startswith("Dagster"):
+    while error.cause is not None and (error.cls_name.startswith("Dagster") or error.cls_name in _WRAPPERS):
         error = error.cause
-    message = error.message.strip()
-    return message if message.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {message}"
+    head, sep, rest = error.message.strip().partition(": ")
+    message = rest if sep and head.rsplit(".", 1)[-1] == error.cls_name else error.message.strip()
+    return f"{error.cls_name}: {message}"  # "StaleInputError: ...", not "eap_assets.core.stages.StaleInputError: ..."
 
 
 def latest_key(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
@@ -182,19 +221,23 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     if bad:
         raise ValueError(f"rotation(s) {bad} are not partitions of this deployment ({', '.join(all_rotations)}); "
                          "set EAP_ASSETS_ROTATIONS to change the set")
-    models = stages.select_models([Path(f).expanduser() for f in settings.model_folders], cell_names)
+    models, invalid = stages.scan_models([Path(f).expanduser() for f in settings.model_folders], cell_names)
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(cell_partitions.name))
     new = [m.name for m in models if m.name not in known]
     if new:
         instance.add_dynamic_partitions(cell_partitions.name, new)
-    cells.prepare_mechanisms(models)  # compile once, before workers start
+    try:
+        if models:
+            cells.prepare_mechanisms(models)  # compile once, before workers start
+    except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
+        log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
     training = training or TrainingSettings()
     run_config = settings_run_config(settings, training)
     up_to_date = _UpToDate(instance, settings, training)
     report = RunReport()
-    n_tasks = (len(models) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
+    n_tasks = ((len(models) + len(invalid)) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
                + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_))
     log(f"{len(models)} cells x {len(rotations)} rotations ({settings.preset} preset) -> {settings.data_path}; "
         f"Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, {workers} at a time")
@@ -202,7 +245,7 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker process
     pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"))
     running: dict[Future, tuple[str, str, str | None, str | None]] = {}
-    waiting_rotation = {r: {m.name for m in models} for r in rotations}
+    waiting_rotation = {r: {m.name for m in models} | set(invalid) for r in rotations}
     failed_cells: dict[str, set[str]] = {r: set() for r in rotations}
     waiting_models = {str(rotation_task_key(r, t)) for r in rotations for t in TASKS}
     start = time.perf_counter()
@@ -269,6 +312,9 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
 
     by_name = {m.name: m for m in models}
     try:
+        for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
+            record(TaskResult("cell_models_job", name, "failed", error=f"CellModelError: {problem}"))
+            after_cell(name, False)
         for model in models:
             if "cells" not in stages_:
                 after_cell(model.name, True)

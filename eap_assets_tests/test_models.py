@@ -87,6 +87,30 @@ def test_cnn_early_stopping_restores_best(data):
     assert restored == pytest.approx(trained.history["val_accuracy"].max())
 
 
+def test_cnn_learning_rate_halves_on_plateau_and_monitor_sees_the_model(data):
+    """lr_decay_patience=1: every evaluation without a better validation accuracy halves the rate;
+    ``monitor`` is called with the live model at every evaluation."""
+    config = models.CNNConfig(steps=200, batch_size=64, eval_every=10, learning_rate=1e-3, lr_decay_patience=1,
+                              threads=1)
+    seen = []
+    trained = models.train_cnn(*data["train"], *data["val"], 3, config, seed=3,
+                               monitor=lambda step, model, metrics: seen.append((step, model.name, metrics)))
+    history = trained.history
+    assert [s for s, _, _ in seen] == list(history["step"]) and {name for _, name, _ in seen} == {"paper_cnn"}
+    rate, best = 1e-3, -1.0
+    for row in history.itertuples():
+        assert row.learning_rate == pytest.approx(rate)  # the rate in force during the steps before this row
+        if row.val_accuracy > best:
+            best = row.val_accuracy
+        else:
+            rate /= 2
+    assert history["learning_rate"].iloc[-1] < 1e-3  # the blobs reach a plateau within 200 steps
+    with pytest.raises(ValueError, match="lr_decay_patience"):
+        models.CNNConfig(lr_decay_patience=0)
+    with pytest.raises(ValueError, match="lr_decay_factor"):
+        models.CNNConfig(lr_decay_factor=1.0)
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside keras' saving
 def test_saved_cnn_takes_raw_images(cnn, data, tmp_path):
     import keras
@@ -122,6 +146,13 @@ def test_lgbm_learns_and_is_deterministic(data):
     assert list(trained.history.columns) == ["iteration", "val_multi_logloss"]
     assert trained.steps_run == len(trained.history) and 1 <= trained.best_step <= trained.steps_run
     assert trained.steps_run < 200  # early stopping
+    with pytest.raises(ValueError, match="single class"):
+        models.train_lgbm(flat["train"][0], np.zeros_like(flat["train"][1]), *flat["val"], 3, config, seed=1)
+    with pytest.raises(ValueError, match="max_bin"):
+        models.LGBMConfig(max_bin=0)
+    coarse = models.train_lgbm(*flat["train"], *flat["val"], 3, models.LGBMConfig(
+        n_estimators=20, learning_rate=0.1, early_stopping_rounds=None, max_bin=3), seed=1)
+    assert coarse.model.get_params()["max_bin"] == 3
     again = models.train_lgbm(*flat["train"], *flat["val"], 3, config, seed=1)
     np.testing.assert_array_equal(again.predict_proba(x_test), trained.predict_proba(x_test))
     # binary objective

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -43,6 +44,8 @@ _INSERT_RE = re.compile(r"^\s*insert\s+(\w+)", re.MULTILINE)
 _LOAD_FILE_RE = re.compile(r"^\s*(?:\{\s*)?load_file\(\s*\"(?:morphology|biophysics|synapses/synapses)\.hoc\"\s*\)\s*\}?\s*$",
                            re.MULTILINE)
 _MORPHOLOGY_SUFFIXES = (".asc", ".swc")
+#: Sidecar of a morphology variant folder (``eap_assets.core.variants``): parent model, factors, seed.
+VARIANT_FILE = "variant.json"
 
 
 class CellModelError(ValueError):
@@ -69,6 +72,9 @@ class CellModel:
         The model's ``mechanisms/*.mod``.
     template_name : str
         Name after ``begintemplate`` in ``template.hoc``.
+    parent : str or None
+        For a morphology variant (a folder with ``variant.json``, see
+        :mod:`eap_assets.core.variants`), the name of the model it was derived from; None otherwise.
     """
 
     name: str
@@ -80,6 +86,7 @@ class CellModel:
     morphology: Path
     mod_files: tuple[Path, ...] = field(repr=False)
     template_name: str = ""
+    parent: str | None = None
 
     @property
     def ei_label(self) -> str:
@@ -163,7 +170,24 @@ def read_cell_model(folder: str | os.PathLike[str]) -> CellModel:
     return CellModel(
         name=name, path=path, layer=layer, mtype=mtype, etype=etype, excitatory=mtype in EXCITATORY_MTYPES,
         morphology=morphs[0], mod_files=mod_files, template_name=_template_name(path / "template.hoc", name),
+        parent=_variant_parent(path, (layer, mtype, etype)),
     )
+
+
+def _variant_parent(path: Path, labels: tuple[str, str, str]) -> str | None:
+    """The parent named in a variant folder's ``variant.json`` (None without one); its labels must match."""
+    sidecar = path / VARIANT_FILE
+    if not sidecar.exists():
+        return None
+    try:
+        parent = json.loads(sidecar.read_text())["parent"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CellModelError(f"cell model {path.name!r}: unreadable {VARIANT_FILE} "
+                             f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(parent, str) or parse_name(parent) != labels:
+        raise CellModelError(f"cell model {path.name!r}: {VARIANT_FILE} names parent {parent!r}, whose "
+                             f"layer / m-type / e-type differ from the variant's {labels}")
+    return parent
 
 
 def model_hash(model: CellModel) -> str:
@@ -229,7 +253,8 @@ def scan_cell_models(folders: Iterable[str | os.PathLike[str]]) -> tuple[dict[st
         if not root.is_dir():
             problems[str(root)] = f"cell model folder {root} does not exist"
             continue
-        for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "template.hoc").exists()):
+        for sub in sorted(p for p in root.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and (p / "template.hoc").exists()):
             try:
                 model = read_cell_model(sub)
             except CellModelError as exc:
@@ -283,20 +308,33 @@ def ensure_mechanisms(model: CellModel, cache_dir: Path | None = None) -> None:
 
     NEURON loads one mechanism library per process, so the first call compiles (cached) and
     loads the union of the mechanisms of the MEArec models and of every model beside ``model``
-    in its folder; later calls for any of those models do nothing.
+    in its folder; later calls for any of those models do nothing. If that union cannot be
+    built (a neighbour's .mod fails to compile or clashes), the MEArec models' and this model's
+    own mechanisms are built instead, so a broken neighbour fails alone.
     """
     needed = {mech.mechanism_name(p) for p in model.mod_files if p.stem not in mech.SYNAPSE_MECHANISMS}
     if needed <= mech.loaded_mechanisms():
         return
-    sources: dict[str, list[Path]] = {}
-    folders = [model.path.parent]
+    own: dict[str, list[Path]] = {}
     with contextlib.suppress(CellModelError):
-        folders.append(mearec_models_dir())
-    for folder in folders:
-        for mod in sorted(folder.glob("*/mechanisms/*.mod")):
+        own = _mod_files_by_model(mearec_models_dir())
+    own[model.name] = list(model.mod_files)
+    sources = {**_mod_files_by_model(model.path.parent), **own}
+    try:
+        mech.build_and_load(sources, cache_dir=cache_dir)
+    except mech.MechanismError:
+        if sources == own:
+            raise
+        mech.build_and_load(own, cache_dir=cache_dir)
+
+
+def _mod_files_by_model(folder: Path) -> dict[str, list[Path]]:
+    """The ``.mod`` files of every model folder in ``folder`` (not hidden temporary ones), by model name."""
+    sources: dict[str, list[Path]] = {}
+    for mod in sorted(folder.glob("*/mechanisms/*.mod")):
+        if not mod.parent.parent.name.startswith("."):
             sources.setdefault(mod.parent.parent.name, []).append(mod)
-    sources[model.name] = list(model.mod_files)
-    mech.build_and_load(sources, cache_dir=cache_dir)
+    return sources
 
 
 @contextlib.contextmanager

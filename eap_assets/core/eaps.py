@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
+from threadpoolctl import threadpool_limits
 
 from eap_assets.core import linesource, rotations
 from eap_assets.core.intracellular import SpikeTemplates
 from eap_assets.core.probe import get_probe
-from eap_assets.core.storage import atomic_path, atomic_save_npy
+from eap_assets.core.storage import atomic_dir
 
 #: Version of the EAP sampling and line-source code (see intracellular.CODE_VERSION).
 CODE_VERSION = "eaps-2"
@@ -159,29 +160,46 @@ class EAPDataset:
         })
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``eaps.npy`` (memory-mappable), ``index.parquet`` and ``meta.json`` atomically each."""
+        """Write ``eaps.npy`` (memory-mappable), ``index.parquet`` and ``meta.json`` as one atomic
+        folder: a failed or killed write leaves the previous dataset (or none), never a mix."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(folder / "eaps.npy", self.eaps)
-        with atomic_path(folder / "index.parquet") as tmp:
-            self.index_frame().to_parquet(tmp, index=False)
         meta = {"cell_name": self.cell_name, "rotation": self.rotation, "probe": self.probe, "tries": self.tries,
                 "accepted": self.accepted, "acceptance_rate": self.acceptance_rate, "dt": self.dt,
                 "provenance": self.provenance}
-        with atomic_path(folder / "meta.json") as tmp:
-            tmp.write_text(json.dumps(meta, indent=2))
+        with atomic_dir(folder) as tmp:
+            with open(tmp / "eaps.npy", "wb") as fh:
+                np.save(fh, np.ascontiguousarray(self.eaps))
+            self.index_frame().to_parquet(tmp / "index.parquet", index=False)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> EAPDataset:
-        """Read a dataset written by :meth:`save` (EAPs memory-mapped by default)."""
+        """Read a dataset written by :meth:`save` (EAPs memory-mapped by default).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the folder has no ``meta.json``.
+        ValueError
+            If a file of it is missing or unreadable (naming the folder and the file).
+        """
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        index = pd.read_parquet(folder / "index.parquet")
-        quat = index[["qx", "qy", "qz", "qw"]].to_numpy()
+        if not (folder / "meta.json").exists():
+            raise FileNotFoundError(f"EAP dataset {folder} does not exist (no meta.json)")
+        name = "meta.json"
+        try:
+            meta = json.loads((folder / name).read_text())
+            name = "index.parquet"
+            index = pd.read_parquet(folder / name)
+            quat = index[["qx", "qy", "qz", "qw"]].to_numpy()
+            name = "eaps.npy"
+            eaps = np.load(folder / name, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"EAP dataset {folder}: {name} is missing or unreadable ({type(exc).__name__}: {exc}); "
+                             "re-materialise eap_dataset for it") from exc
         return cls(
-            cell_name=meta["cell_name"], rotation=meta["rotation"], probe=meta["probe"],
-            eaps=np.load(folder / "eaps.npy", mmap_mode="r" if mmap else None),
+            cell_name=meta["cell_name"], rotation=meta["rotation"], probe=meta["probe"], eaps=eaps,
             positions=index[["x", "y", "z"]].to_numpy(), rotations=Rotation.from_quat(quat).as_matrix(),
             spike_index=index["spike_index"].to_numpy(), candidate_index=index["candidate_index"].to_numpy(),
             tries=int(meta["tries"]), dt=float(meta["dt"]), provenance=meta["provenance"],
@@ -312,6 +330,9 @@ def peak_to_peak(eaps: np.ndarray) -> np.ndarray:
     return (eaps.max(axis=-1) - eaps.min(axis=-1)).max(axis=-1)
 
 
+#: One BLAS thread: float32 matrix products round differently with another thread count, and the
+#: same seed must give the same bits wherever a partition runs (make run, the UI, a test).
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: str | None = None,
                          dtype: type = DEFAULT_DTYPE, log=None) -> EAPDataset:
     """Draw placements until ``config.n_eaps`` EAPs pass the amplitude rule.

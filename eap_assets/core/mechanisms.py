@@ -146,6 +146,13 @@ def _failing_files(log: str, names: Iterable[str]) -> list[str]:
     return bad
 
 
+def _error_excerpt(log: str, lines: int = 25) -> str:
+    """The compiler output from its first error on (colour codes removed), else its last lines."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log).strip().splitlines()
+    first = next((i for i, line in enumerate(text) if re.search(r"\berror\b", line, re.IGNORECASE)), None)
+    return "\n".join(text[-lines:] if first is None else text[max(first - 1, 0):first - 1 + lines])
+
+
 def compile_mechanisms(
     mod_files: Mapping[str, Path],
     cache_dir: Path | None = None,
@@ -191,8 +198,7 @@ def compile_mechanisms(
             blamed = ", ".join(
                 f"{name} (cell models: {', '.join(owners.get(name, ['?']))})" if owners else name for name in bad
             )
-            tail = "\n".join(log.strip().splitlines()[-25:])
-            raise MechanismError(f"nrnivmodl failed to compile {blamed}:\n{tail}")
+            raise MechanismError(f"nrnivmodl failed to compile {blamed}:\n{_error_excerpt(log)}")
         _library_path(work)
         (work / "COMPLETE").write_text(",".join(sorted(mod_files)))
         try:

@@ -212,6 +212,10 @@ def _check_xy(name: str, x: np.ndarray, y: np.ndarray, n_classes: int, ndim: int
                          f"range [{y.min()}, {y.max()}]")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"x_{name} contains NaN or inf")
+    if name == "train" and y.size and np.unique(y).size < 2:
+        raise ValueError(f"y_train holds a single class (label {int(y[0])}) of {n_classes}: a classifier needs "
+                         "at least two classes to learn from (e.g. the binary task needs excitatory and "
+                         "inhibitory cells)")
     return x, y.astype(np.int64)
 
 
@@ -242,6 +246,12 @@ class CNNConfig:
         weights of the best evaluation.
     threads : int
         TensorFlow intra-op threads (inter-op: 1); only effective before TF's runtime starts.
+    lr_decay_patience : int or None
+        None: constant learning rate (the paper).  An int: multiply the learning rate by
+        ``lr_decay_factor`` after that many evaluations without an improvement of validation
+        accuracy (reduce-on-plateau); counted separately from ``patience``.
+    lr_decay_factor : float
+        Factor of each decay, in (0, 1).
     """
 
     steps: int = 5000
@@ -251,6 +261,8 @@ class CNNConfig:
     eval_every: int = 100
     patience: int | None = None
     threads: int = 1
+    lr_decay_patience: int | None = None
+    lr_decay_factor: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -262,10 +274,12 @@ class CNNConfig:
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"CNNConfig.dropout_rate is the drop probability and must be in [0, 1), got "
                              f"{self.dropout_rate!r} (the paper's 0.7 is a keep probability: use 0.3)")
-        patience = self.patience
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
-                                     or patience < 1):
-            raise ValueError(f"CNNConfig.patience must be None or a positive integer, got {self.patience!r}")
+        for name in ("patience", "lr_decay_patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"CNNConfig.{name} must be None or a positive integer, got {value!r}")
+        if not 0.0 < self.lr_decay_factor < 1.0:
+            raise ValueError(f"CNNConfig.lr_decay_factor must be in (0, 1), got {self.lr_decay_factor!r}")
 
 
 def configure_tf_threads(threads: int) -> bool:
@@ -349,7 +363,8 @@ def _batch_stream(n: int, batch_size: int, rng: np.random.Generator):
 def train_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
               n_classes: int, config: CNNConfig, seed: int,
               on_step: Callable[[int, dict[str, float]], None] | None = None,
-              classes: list[str] | None = None) -> TrainedModel:
+              classes: list[str] | None = None,
+              monitor: Callable[[int, Any, dict[str, float]], None] | None = None) -> TrainedModel:
     """Train the paper CNN with a custom ``tf.function`` step on in-memory arrays.
 
     Parameters
@@ -365,9 +380,13 @@ def train_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None
         Seeds weights, dropout and mini-batch order.
     on_step : callable, optional
         Called every ``eval_every`` steps (and after the last step) with
-        ``(step, {"loss", "train_accuracy", "val_loss", "val_accuracy"})`` (fractions, not %).
+        ``(step, {"loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"})``
+        (accuracies as fractions, not %).
     classes : list of str, optional
         Class names stored in the result.
+    monitor : callable, optional
+        Called at the same points with ``(step, model, metrics)`` (the Keras model as it is at
+        that step), for measurements outside training (benchmarks); must not change the model.
 
     Returns
     -------
@@ -384,8 +403,9 @@ def train_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None
         x_val, y_val = _check_xy("val", x_val, y_val, n_classes, 4)
         if x_val.shape[1:] != x_train.shape[1:]:
             raise ValueError(f"x_val images {x_val.shape[1:]} differ from x_train images {x_train.shape[1:]}")
-    elif config.patience is not None:
-        raise ValueError("early stopping (config.patience) needs a non-empty validation set")
+    elif config.patience is not None or config.lr_decay_patience is not None:
+        raise ValueError("early stopping (config.patience) and learning-rate decay (config.lr_decay_patience) "
+                         "need a non-empty validation set")
     names = _class_names(classes, n_classes)
 
     configure_tf_threads(config.threads)
@@ -428,7 +448,7 @@ def train_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None
 
     batches = _batch_stream(len(x_train), config.batch_size, np.random.default_rng(seed))
     rows: list[dict[str, float]] = []
-    best_acc, best_step, best_weights, stale = -np.inf, 0, None, 0
+    best_acc, best_step, best_weights, stale, since_decay = -np.inf, 0, None, 0, 0
     losses: list[Any] = []
     accs: list[Any] = []
     step = 0
@@ -441,25 +461,33 @@ def train_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None
         val_loss, val_acc = validate()
         metrics = {"loss": float(np.mean([float(v) for v in losses])),
                    "train_accuracy": float(np.mean([float(v) for v in accs])),
-                   "val_loss": val_loss, "val_accuracy": val_acc}
+                   "val_loss": val_loss, "val_accuracy": val_acc,
+                   "learning_rate": float(optimizer.learning_rate.numpy())}
         losses.clear()
         accs.clear()
         rows.append({"step": step, **metrics})
         if on_step is not None:
             on_step(step, metrics)
+        if monitor is not None:
+            monitor(step, model, metrics)
         if has_val and val_acc > best_acc:
-            best_acc, best_step, stale = val_acc, step, 0
+            best_acc, best_step, stale, since_decay = val_acc, step, 0, 0
             if config.patience is not None:
                 best_weights = [w.copy() for w in model.get_weights()]
         else:
             stale += 1
+            since_decay += 1
             if config.patience is not None and stale >= config.patience:
                 break
+            if config.lr_decay_patience is not None and since_decay >= config.lr_decay_patience:
+                optimizer.learning_rate.assign(float(optimizer.learning_rate.numpy()) * config.lr_decay_factor)
+                since_decay = 0
     if not has_val:
         best_step = step
     if config.patience is not None and best_weights is not None:
         model.set_weights(best_weights)
-    history = pd.DataFrame(rows, columns=["step", "loss", "train_accuracy", "val_loss", "val_accuracy"])
+    history = pd.DataFrame(rows, columns=["step", "loss", "train_accuracy", "val_loss", "val_accuracy",
+                                          "learning_rate"])
     return TrainedModel(model=model, history=history, best_step=int(best_step), steps_run=int(step),
                         seconds=time.perf_counter() - start, classes=names)
 
@@ -482,6 +510,8 @@ class LGBMConfig:
         Stop when the validation log-loss has not improved for this many rounds (None: run all).
     threads : int
         LightGBM ``n_jobs``.
+    max_bin : int
+        Histogram bins per feature (LightGBM's default 255); fewer bins fit faster.
     """
 
     n_estimators: int = 1000
@@ -489,9 +519,10 @@ class LGBMConfig:
     num_leaves: int = 31
     early_stopping_rounds: int | None = 50
     threads: int = 1
+    max_bin: int = 255
 
     def __post_init__(self) -> None:
-        for name in ("n_estimators", "threads"):
+        for name in ("n_estimators", "threads", "max_bin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"LGBMConfig.{name} must be a positive integer, got {value!r}")
@@ -544,7 +575,7 @@ def train_lgbm(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
     params: dict[str, Any] = {"num_class": n_classes} if objective == "multiclass" else {}
     model = lgb.LGBMClassifier(objective=objective, n_estimators=config.n_estimators,
                                learning_rate=config.learning_rate, num_leaves=config.num_leaves,
-                               n_jobs=config.threads, random_state=int(seed), deterministic=True,
+                               max_bin=config.max_bin, n_jobs=config.threads, random_state=int(seed), deterministic=True,
                                force_col_wise=True, verbose=-1, **params)
     record: dict[str, dict[str, list[float]]] = {}
     callbacks = [lgb.record_evaluation(record)]

@@ -13,6 +13,11 @@ model's files, the settings, the code version, the key of its input).  An artefa
 only when its stored key equals the key the current settings give; a changed parameter, model
 or code version therefore never silently reuses stale data.  The Dagster layer
 (``eap_assets.defs``) calls these functions and records the keys as data versions.
+
+Each artefact is written atomically (:mod:`eap_assets.core.storage`) and "reuse if up to date,
+else compute and write" runs under a lock per artefact, so two runs of the same partition at
+once compute it once: the second waits, then reuses what the first wrote.  An artefact that
+has the right key but cannot be read (damaged on disk) is recomputed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from eap_assets.core import cells, eaps, features, intracellular
 from eap_assets.core.eaps import EAPConfig, EAPDataset, simulate_eap_dataset
 from eap_assets.core.intracellular import SpikeTemplates, StimulusConfig, simulate_spike_templates
+from eap_assets.core.storage import file_lock
 
 Log = Callable[[str], None]
 
@@ -111,13 +117,14 @@ def ensure_templates(model: cells.CellModel, stimulus: StimulusConfig, data_dir:
     """
     path = templates_path(data_dir, model.name)
     key = templates_key(model, stimulus)
-    if not force and stored_key(path) == key:
-        return SpikeTemplates.load(path), False
-    start = time.perf_counter()
-    templates = simulate_spike_templates(model, stimulus, log=log)
-    templates.provenance.update(settings_hash=key, total_simulation_s=round(time.perf_counter() - start, 2),
-                                n_segments=templates.n_segments)
-    templates.save(path)
+    with file_lock(path):
+        if not force and stored_key(path) == key:
+            return SpikeTemplates.load(path), False
+        start = time.perf_counter()
+        templates = simulate_spike_templates(model, stimulus, log=log)
+        templates.provenance.update(settings_hash=key, total_simulation_s=round(time.perf_counter() - start, 2),
+                                    n_segments=templates.n_segments)
+        templates.save(path)
     return templates, True
 
 
@@ -126,11 +133,16 @@ def ensure_eaps(templates: SpikeTemplates, model: cells.CellModel, config: EAPCo
     """Load the EAP dataset if made with these templates and ``config``, else simulate and save it."""
     folder = eaps_dir(data_dir, model.name, config.rotation)
     key = eaps_key(config, templates.provenance["settings_hash"])
-    if not force and stored_key(folder) == key:
-        return EAPDataset.load(folder), False
-    dataset = simulate_eap_dataset(templates, config, mtype=model.mtype, log=log)
-    dataset.provenance["settings_hash"] = key
-    dataset.save(folder)
+    with file_lock(folder):
+        if not force and stored_key(folder) == key:
+            try:
+                return EAPDataset.load(folder), False
+            except ValueError as exc:  # right key, damaged files: make it again
+                if log is not None:
+                    log(f"{exc}; recomputing")
+        dataset = simulate_eap_dataset(templates, config, mtype=model.mtype, log=log)
+        dataset.provenance["settings_hash"] = key
+        dataset.save(folder)
     return dataset, True
 
 
@@ -143,12 +155,14 @@ def load_current_templates(model: cells.CellModel, stimulus: StimulusConfig, dat
         If they are missing or were made with other settings (naming the cell and both keys).
     """
     path, key = templates_path(data_dir, model.name), templates_key(model, stimulus)
-    found = stored_key(path)
-    if found != key:
-        state = "do not exist" if found is None else f"were made with other settings or model files (key {found})"
-        raise StaleInputError(f"spike templates of {model.name!r} at {path} {state}; the current settings need key "
-                              f"{key}: materialise spike_templates for {model.name!r} first")
-    return SpikeTemplates.load(path)
+    with file_lock(path, shared=True):
+        found = stored_key(path)
+        if found != key:
+            state = ("do not exist or are unreadable" if found is None
+                     else f"were made with other settings or model files (key {found})")
+            raise StaleInputError(f"spike templates of {model.name!r} at {path} {state}; the current settings need "
+                                  f"key {key}: materialise spike_templates for {model.name!r} first")
+        return SpikeTemplates.load(path)
 
 
 def load_current_eaps(model: cells.CellModel, config: EAPConfig, stimulus: StimulusConfig,
@@ -161,22 +175,38 @@ def load_current_eaps(model: cells.CellModel, config: EAPConfig, stimulus: Stimu
         If it is missing or its key differs from the one the current settings give.
     """
     folder = eaps_dir(data_dir, model.name, config.rotation)
-    key, found = eaps_key(config, templates_key(model, stimulus)), stored_key(folder)
-    if found != key:
-        state = "does not exist" if found is None else f"was made with other settings (key {found})"
-        raise StaleInputError(f"EAP dataset {model.name!r} x {config.rotation!r} at {folder} {state}; the current "
-                              f"settings need key {key}: materialise eap_dataset for it first")
-    return EAPDataset.load(folder)
+    key = eaps_key(config, templates_key(model, stimulus))
+    with file_lock(folder, shared=True):
+        found = stored_key(folder)
+        if found != key:
+            state = "does not exist" if found is None else f"was made with other settings (key {found})"
+            raise StaleInputError(f"EAP dataset {model.name!r} x {config.rotation!r} at {folder} {state}; the "
+                                  f"current settings need key {key}: materialise eap_dataset for it first")
+        return EAPDataset.load(folder)
 
 
-def select_models(model_folders: Sequence[Path] = (), names: Sequence[str] | None = None) -> list[cells.CellModel]:
-    """The models in MEArec and ``model_folders`` (or only ``names``), largest morphology first."""
-    found = cells.discover_cell_models([cells.mearec_models_dir(), *model_folders])
-    names = list(names or found)
-    unknown = [n for n in names if n not in found]
+def scan_models(model_folders: Sequence[Path] = (), names: Sequence[str] | None = None
+                ) -> tuple[list[cells.CellModel], dict[str, str]]:
+    """The valid models in MEArec and ``model_folders`` (or only ``names``), largest morphology
+    first, and name -> problem for the model folders among them that are not valid models.
+
+    Raises
+    ------
+    CellModelError
+        For a name found nowhere, a model folder that does not exist or a name found twice.
+    """
+    found, problems = cells.scan_cell_models([cells.mearec_models_dir(), *model_folders])
+    invalid = {Path(folder).name: problem for folder, problem in problems.items()}
+    fatal = [problem for folder, problem in problems.items()
+             if not Path(folder).is_dir() or Path(folder).name in found]  # missing root folder, name twice
+    if fatal:
+        raise cells.CellModelError(fatal[0])
+    names = list(names or [*found, *invalid])
+    unknown = [n for n in names if n not in found and n not in invalid]
     if unknown:
         raise cells.CellModelError(f"unknown cell model(s) {', '.join(unknown)}; known: {', '.join(found)}")
-    return sorted((found[n] for n in names), key=lambda m: -m.morphology.stat().st_size)
+    models = sorted((found[n] for n in names if n in found), key=lambda m: -m.morphology.stat().st_size)
+    return models, {n: invalid[n] for n in names if n in invalid}
 
 
 def cells_table(templates: Sequence[SpikeTemplates], models: dict[str, cells.CellModel]) -> str:

@@ -12,6 +12,8 @@ from eap_assets.defs.cells import spike_templates
 from eap_assets.defs.metadata import figure_metadata, key_metadata
 from eap_assets.defs.partitions import cell_rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
+from eap_assets.defs.tags import k8s_op_tags
 
 #: Each cell x rotation partition depends on its cell's templates.
 BY_CELL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="cell")
@@ -24,7 +26,9 @@ def partition_cell_rotation(context) -> tuple[str, str]:
 
 
 @dg.asset(partitions_def=cell_rotation_partitions, deps=[dg.AssetDep(spike_templates, partition_mapping=BY_CELL)],
-          group_name="eaps", kinds={"numpy", "parquet"}, code_version=eaps.CODE_VERSION)
+          group_name="eaps", kinds={"numpy", "parquet"}, code_version=eaps.CODE_VERSION, op_tags=k8s_op_tags("eaps"),
+          retry_policy=TRANSIENT_RETRY)
+@fail_fast
 def eap_dataset(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.MaterializeResult:
     """Accepted EAPs of one cell and rotation mode: random soma positions and rotations in front
     of the MEA, line-source potentials, kept when peak-to-peak >= the amplitude rule (paper: 30 µV)."""

@@ -12,6 +12,8 @@ from eap_assets.defs.eaps import eap_dataset, partition_cell_rotation
 from eap_assets.defs.metadata import figure_metadata, key_metadata, markdown_table
 from eap_assets.defs.partitions import cell_rotation_partitions, rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
+from eap_assets.defs.tags import k8s_op_tags
 
 PARQUET = "parquet_io_manager"
 TRAINING_TABLE_VERSION = "training-table-1"
@@ -30,7 +32,9 @@ def training_key(settings: SimulationSettings, feature_keys: dict[str, str]) -> 
 
 
 @dg.asset(partitions_def=cell_rotation_partitions, deps=[eap_dataset], io_manager_key=PARQUET, group_name="features",
-          kinds={"parquet"}, code_version=features.CODE_VERSION)
+          kinds={"parquet"}, code_version=features.CODE_VERSION, op_tags=k8s_op_tags("eaps"),
+          retry_policy=TRANSIENT_RETRY)
+@fail_fast
 def feature_table(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.Output[pd.DataFrame]:
     """One row per EAP: cell, m-type, E/I, rotation, soma position, rotation quaternion, spike index,
     peak-to-peak, and the per-contact amplitude (µV) and width (ms) features (paper §II-C)."""
@@ -103,18 +107,24 @@ def feature_table_labels(context: dg.AssetCheckExecutionContext, feature_table: 
 
 @dg.asset(
     partitions_def=rotation_partitions, group_name="training", kinds={"parquet"}, io_manager_key=PARQUET,
-    code_version=TRAINING_TABLE_VERSION,
+    code_version=TRAINING_TABLE_VERSION, op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY,
     ins={"feature_table": dg.AssetIn(
         partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="rotation"),
         metadata={"allow_missing_partitions": True})},
 )
+@fail_fast
 def training_table(context: dg.AssetExecutionContext, settings: SimulationSettings,
                    feature_table: dict[str, pd.DataFrame]) -> dg.Output[pd.DataFrame]:
     """All cells' feature tables of one rotation with a seeded split column (``train`` /
     ``validation`` / ``test``, stratified by cell: 10 % of each cell held out, as in the paper)."""
     rotation = context.partition_key
     cell_names = sorted(context.instance.get_dynamic_partitions("cell_model"))
-    tables = {t["cell"].iloc[0]: t for t in feature_table.values() if len(t)}
+    tables = {cell_rotation_partitions.get_partition_key_from_str(str(key)).keys_by_dimension["cell"]: t
+              for key, t in feature_table.items()}
+    empty = [c for c in cell_names if c in tables and not len(tables[c])]
+    if empty:
+        raise ValueError(f"training_table {rotation!r}: feature_table of {', '.join(empty)} x {rotation!r} has no rows "
+                         "(an empty partition); re-materialise eap_dataset and feature_table for it")
     missing = [c for c in cell_names if c not in tables]
     if missing:
         raise stages.StaleInputError(f"training_table {rotation!r}: feature_table missing for {', '.join(missing)}; "

@@ -2,6 +2,7 @@
 
 Multi-partition keys become sub-folders in dimension order (``feature_table/<cell>/<rotation>.parquet``).
 Local files are written to a temporary file and renamed; object stores write whole objects.
+An unreadable file is refused (ValueError naming it) without retries.
 A frame carrying ``attrs["key"]`` (the artefact key of :mod:`eap_assets.core.stages`) is not
 rewritten when the stored file already has that key, so re-materialising an up-to-date
 partition leaves its file untouched.
@@ -14,8 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from eap_assets.core.stages import StaleInputError
 from eap_assets.core.storage import atomic_path
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.retries import no_retry_for_bad_input
 
 KEY_FIELD = b"eap_assets.key"
 
@@ -54,13 +57,19 @@ class ParquetIOManager(dg.UPathIOManager):
             with path.open("wb") as fh:
                 pq.write_table(table, fh)
 
+    def load_input(self, context: dg.InputContext):
+        with no_retry_for_bad_input():  # an unreadable file stays unreadable: no retries
+            if context.has_asset_key and context.has_asset_partitions and not context.asset_partition_keys:
+                upstream = context.asset_key.to_user_string()
+                raise StaleInputError(f"{context.op_def.name} {context.partition_key!r}: there are no {upstream} "
+                                      f"partitions to load (no cell models yet?); materialise {upstream} first")
+            return super().load_input(context)
+
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         try:
             with path.open("rb") as fh:
                 table = pq.read_table(fh)
-        except FileNotFoundError:
-            raise
-        except (OSError, pa.ArrowInvalid) as exc:
+        except pa.ArrowInvalid as exc:  # other OSErrors may be transient: left to the retry policy
             raise ValueError(f"{path}: not a readable Parquet file ({exc}); re-materialise "
                              f"{context.upstream_output.asset_key.to_user_string() if context.upstream_output else 'it'}"
                              ) from exc

@@ -11,6 +11,8 @@ from eap_assets.core.report import comparison_frame, comparison_markdown
 from eap_assets.core.storage import atomic_path
 from eap_assets.defs.partitions import rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
+from eap_assets.defs.tags import k8s_op_tags
 from eap_assets.defs.training import TrainingSettings, evaluation, evaluation_path, hold_out_cell_type
 from eap_assets.core.models import TASKS
 
@@ -35,7 +37,10 @@ def stage_times(instance: dg.DagsterInstance) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("stage (job)") if rows else pd.DataFrame()
 
 
-@dg.asset(deps=[evaluation, hold_out_cell_type], group_name="reports", kinds={"markdown"}, code_version="report-1")
+@dg.asset(deps=[evaluation, hold_out_cell_type], group_name="reports", kinds={"markdown"}, code_version="report-1",
+          op_tags=k8s_op_tags("tables"),
+          retry_policy=TRANSIENT_RETRY)
+@fail_fast
 def paper_comparison(context: dg.AssetExecutionContext, settings: SimulationSettings,
                      training: TrainingSettings) -> dg.MaterializeResult:
     """Tables II/III-style results of every rotation x task and model next to the paper's,

@@ -1,0 +1,178 @@
+"""Cold end-to-end run at paper scale: ``make run RUN_ARGS=...`` with a fresh DAGSTER_HOME and data
+directory, per-stage wall time and peak RSS, and the accuracies it reached beside the paper's.
+
+The run is the ordinary ``make run`` (``eap-assets run`` through the Dagster instance, one worker
+process per core). While it runs, this script samples the resident set size of the whole process
+tree (make, the driver and its workers) every 0.5 s from ``/proc``. Afterwards it reads the
+driver's per-partition log (``<data>/summary.json``: start, duration and the worker's peak RSS of
+every run) to split the time into stages, and the ``evaluation`` asset's JSON files for the test
+accuracies.
+
+A stage's *span* runs from its first run's start to its last run's end; stages overlap (a cell's
+EAP runs start as soon as its templates exist). *Peak RSS (tree)*: the largest sum over all
+processes sampled during the stage's span; *peak RSS (worker)*: the largest ``ru_maxrss`` a worker
+reported after one of the stage's runs (a worker serves several runs, so this is an upper bound).
+
+Usage::
+
+    .venv/bin/python bench/bench_end_to_end.py                      # paper scale (~25 min)
+    .venv/bin/python bench/bench_end_to_end.py --run-args "--quick"  # smoke test of the script
+"""
+
+from __future__ import annotations
+
+import benchlib
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from eap_assets.core import paper  # noqa: E402
+from eap_assets.core.models import TASKS  # noqa: E402
+
+#: driver job -> stage name in the report
+STAGE_OF_JOB = {"cell_models_job": "cells (NEURON)", "eap_datasets_job": "EAPs + feature tables",
+                "training_tables_job": "training tables + hold-out", "models_job": "models + evaluation",
+                "report_job": "report"}
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def tree_rss_mib(root: int) -> float:
+    """Resident set size summed over ``root`` and all its descendants, MiB (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int((entry / "statm").read_text().split()[1]) * PAGE_KIB / 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(p, 0.0) for p in tree)
+
+
+class RssSampler(threading.Thread):
+    """Samples :func:`tree_rss_mib` of a process every ``interval`` seconds until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.samples = pid, interval, []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append((time.time(), tree_rss_mib(self.pid)))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: float) -> list[dict]:
+    """Per stage: runs, span, summed run time, peak RSS (tree, sampled) and peak worker RSS."""
+    rows = []
+    for job, stage in STAGE_OF_JOB.items():
+        runs = [r for r in results if r["job"] == job and r["status"] == "done" and r.get("started")]
+        if not runs:
+            continue
+        start = min(r["started"] for r in runs)
+        end = max(r["started"] + r["seconds"] for r in runs)
+        inside = [rss for t, rss in samples if start <= t <= end]
+        rows.append({"stage": stage, "job": job, "runs": len(runs), "start_s": round(start - t0, 1),
+                     "end_s": round(end - t0, 1), "span_s": round(end - start, 1),
+                     "run_seconds_sum": round(sum(r["seconds"] for r in runs), 1),
+                     "longest_run_s": max(r["seconds"] for r in runs),
+                     "peak_rss_tree_mib": round(max(inside), 0) if inside else None,
+                     "peak_rss_worker_mib": max((r.get("peak_rss_mib") or 0.0) for r in runs)})
+    return rows
+
+
+def accuracy_rows(data_dir: Path) -> list[dict]:
+    """Test accuracy of every evaluated (rotation, task, kind) beside the paper's CNN, %."""
+    rows = []
+    paths = [p for task in TASKS for p in sorted(data_dir.glob(f"evaluation/*/{task}.json"))]
+    for path in paths:
+        evaluation = json.loads(path.read_text())
+        rotation, task = evaluation["rotation"], evaluation["task"]
+        if task == "binary":
+            reference, measure = paper.PAPER_BINARY[rotation]["Average"], "accuracy over test EAPs"
+        else:
+            reference, measure = paper.paper_mtype_summary(rotation)["mean"], "mean over cell types"
+        for kind in ("cnn", "lgbm"):
+            result = evaluation["results"][kind]
+            ours = result["accuracy"] if task == "binary" else result["summary"]["mean"]
+            rows.append({"rotation": rotation, "task": task, "kind": kind, "measure": measure,
+                         "ours": round(ours, 2), "paper_cnn": reference, "difference_pp": round(ours - reference, 2),
+                         "within_3pp_or_better": bool(ours >= reference - 3.0),
+                         "train_seconds": evaluation["train_seconds"][kind],
+                         "cnn_training": evaluation.get("cnn_training") if kind == "cnn" else None})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=benchlib.REPO / ".bench_e2e",
+                        help="fresh DAGSTER_HOME and data directory go here (deleted first)")
+    parser.add_argument("--run-args", default="", help="extra arguments of `eap-assets run` (RUN_ARGS)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    data_dir, home = workdir / "data", workdir / "dagster_home"
+    home.mkdir(parents=True)
+    run_args = f"--data-dir {shlex.quote(str(data_dir))} {args.run_args}".strip()
+    command = ["make", "run", f"RUN_ARGS={run_args}"]
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    load_start = benchlib.loadavg()
+    print(f"cold run: {' '.join(command)} with DAGSTER_HOME={home}", flush=True)
+    t0 = time.time()
+    process = subprocess.Popen(command, cwd=benchlib.REPO, env=env)
+    sampler = RssSampler(process.pid)
+    sampler.start()
+    code = process.wait()
+    wall = time.time() - t0
+    sampler.stop()
+    summary = json.loads((data_dir / "summary.json").read_text()) if (data_dir / "summary.json").exists() else []
+    failed = [r for r in summary if r["status"] == "failed"]
+    result = {
+        "command": f"make run RUN_ARGS=\"--data-dir <fresh> {args.run_args}\" with DAGSTER_HOME=<fresh>",
+        "bench_command": benchlib.command_line(),
+        "run_args": args.run_args, "exit_code": code, "wall_s": round(wall, 1),
+        "runs": sum(r["status"] == "done" for r in summary), "failed": len(failed),
+        "failures": [f"{r['job']} {r['partition']}: {r['error']}" for r in failed][:10],
+        "peak_rss_tree_mib": round(max((rss for _, rss in sampler.samples), default=0.0), 0),
+        "stages": stage_rows(summary, sampler.samples, t0), "accuracy": accuracy_rows(data_dir),
+        "load_avg_start": load_start, "load_avg_end": benchlib.loadavg(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k not in ("stages", "accuracy")}, indent=1))
+    for row in result["stages"]:
+        print(row)
+    for row in result["accuracy"]:
+        print(row)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    name = "end_to_end" if not args.run_args else "end_to_end_custom"
+    print(f"written {benchlib.save_result(name, result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
