@@ -486,3 +486,17 @@ def test_no_secrets_in_the_repository():
         found += [f"{path.relative_to(REPO)}: {kind}" for kind, pattern in SECRET_PATTERNS.items()
                   if re.search(pattern, text)]
     assert not found, found
+
+
+def test_atomic_writes_give_ordinary_permissions(tmp_path):
+    """Temporaries are created 0600 / 0700 by ``tempfile``; the renamed artefact must have the
+    mode a plain write would give (0666 / 0777 minus the umask), so other users can read it."""
+    old = os.umask(0o022)
+    try:
+        text = storage.atomic_write_text(tmp_path / "a" / "report.md", "x")
+        with storage.atomic_dir(tmp_path / "folder") as folder:
+            (folder / "eaps.npy").write_bytes(b"0")
+    finally:
+        os.umask(old)
+    assert text.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755

@@ -84,6 +84,25 @@ def _naming_target(target: Path) -> Iterator[None]:
         raise type(exc)(exc.errno, f"could not write {target}: {exc.strerror or os.strerror(exc.errno)}") from exc
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it, from /proc where available)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_default_mode(path: Path, directory: bool) -> None:
+    """Give a temporary (created 0600 / 0700 by ``tempfile``) the mode an ordinary ``open`` or
+    ``mkdir`` would have, so that artefacts are readable by the deployment's other users."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -100,6 +119,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         with _naming_target(target):
             yield tmp_path
+            _give_default_mode(tmp_path, directory=tmp_path.is_dir())
             os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -122,6 +142,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         with _naming_target(target):
             yield tmp
+            _give_default_mode(tmp, directory=True)
             if target.exists():
                 os.replace(target, old)
                 try:
