@@ -63,8 +63,9 @@ results: compile
 	$(BIN)/eap-assets run $(FAITHFUL_ARGS)
 	cp data/reports/paper_comparison.md docs/results.md
 
-## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings) -> docs/benchmarks.md;
-## needs the paper-scale templates in data/templates (`make run RUN_ARGS="--stages cells"`); ~10 min on a quiet machine
+## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)
+## -> docs/benchmarks.md; needs a paper-scale `make run RUN_ARGS=` in ./data first (templates, training tables);
+## ~1 h on a quiet machine (the end-to-end run alone ~21 min, training ~15 min)
 bench: compile
 	$(BIN)/python bench/run_all.py
 

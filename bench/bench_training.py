@@ -72,6 +72,8 @@ def step_time(batch: int, threads: int, steps: int, repeats: int = 3) -> dict:
 
 def time_to_accuracy(rotation: str) -> dict:
     """The pipeline's CNN recipe on one rotation's m-type task, test accuracy after every evaluation."""
+    from dataclasses import asdict
+
     from eap_assets.core import evaluation, models, paper
     from eap_assets.defs.training import TrainingSettings
 
@@ -98,8 +100,8 @@ def time_to_accuracy(rotation: str) -> dict:
         hit = next((c for c in curve if c["test_mean"] >= threshold), None)
         return {"step": hit["step"], "seconds": hit["seconds"]} if hit else None
 
-    return {"rotation": rotation, "task": task, "paper_mean": reference, "recipe": json.loads(json.dumps(
-        config.__dict__)), "final_test_mean": round(final, 2), "steps_run": trained.steps_run,
+    return {"rotation": rotation, "task": task, "paper_mean": reference, "recipe": asdict(config),
+            "final_test_mean": round(final, 2), "steps_run": trained.steps_run,
         "best_step": trained.best_step, "train_seconds": round(trained.seconds, 1),
         "reached_paper_minus_3pp": first(reference - 3.0), "reached_paper": first(reference), "curve": curve}
 

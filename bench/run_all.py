@@ -6,7 +6,7 @@ results go to ``bench/results/<name>.json`` and the report is rebuilt from those
 
 Usage::
 
-    .venv/bin/python bench/run_all.py                 # everything (~10 min), then the report
+    .venv/bin/python bench/run_all.py                 # everything (~1 h), then the report
     .venv/bin/python bench/run_all.py --only eap_stage
     .venv/bin/python bench/run_all.py --report-only   # rebuild docs/benchmarks.md from results
 """
@@ -167,10 +167,11 @@ def _training(r: dict) -> list[str]:
             "so its accuracies differ by up to ~2 pp), two trainings at a time as in `make run`; the test set is "
             "scored after every validation check for this table only (early stopping and the kept weights use "
             "the validation split):", ""]
+    def hit(h):
+        return f"{h['seconds']:.0f} s (step {h['step']})" if h else "not reached"
+
     rows = []
     for c in r["time_to_accuracy"]:
-        def hit(h):
-            return f"{h['seconds']:.0f} s (step {h['step']})" if h else "not reached"
         rows.append([c["rotation"], c["paper_mean"], hit(c["reached_paper_minus_3pp"]), hit(c["reached_paper"]),
                      c["final_test_mean"], c["steps_run"], c["best_step"], c["train_seconds"]])
     out += _table(["rotation", "paper (%)", "paper − 3 pp reached after", "paper reached after", "final (%)",

@@ -86,9 +86,12 @@ def test_every_asset_has_k8s_resources():
 
 
 def test_k8s_tags_are_read_by_dagster_k8s():
-    job = pytest.importorskip("dagster_k8s.job")
+    """dagster-k8s is in the test extra: its own parser reads the tags, and the switch selects its executor."""
+    from dagster_k8s import job, k8s_job_executor
+
     config = job.get_user_defined_k8s_config(tags.k8s_op_tags("neuron"))
     assert config.container_config["resources"]["requests"]["memory"] == "2Gi"
+    assert definitions.select_executor("k8s") is k8s_job_executor
 
 
 @pytest.mark.slow

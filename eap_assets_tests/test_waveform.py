@@ -81,7 +81,7 @@ def test_wrong_shapes_and_values_are_refused(trained, data):
         model.predict_proba(x_train[0])
     bad = x_train[:3].copy()
     bad[1, 5, 7] = np.nan
-    with pytest.raises(ValueError, match=r"NaN or inf in rows \[1\]"):
+    with pytest.raises(ValueError, match=r"NaN or inf in EAP rows \[1\]"):
         model.predict_proba(bad)
     with pytest.raises(ValueError, match="x_train must be raw EAPs"):
         waveform.train_waveform(x_train.reshape(len(x_train), -1), y_train, x_val, y_val, 2, FAST, seed=0)

@@ -54,11 +54,12 @@ def amplitude_width(eaps: np.ndarray, dt: float, threshold: float = SILENT_THRES
     return amplitude, width
 
 
-def _check_finite(eaps: np.ndarray, what: str) -> None:
-    """ValueError naming the EAP rows (N, C, T) that hold NaN or inf."""
+def check_finite(eaps: np.ndarray, what: str) -> np.ndarray:
+    """``eaps`` (N, C, T) unchanged, or a ValueError ``"<what> NaN or inf in EAP rows [...]"``."""
     if not np.all(np.isfinite(eaps)):
         bad = np.flatnonzero(~np.isfinite(eaps).all(axis=(1, 2)))
         raise ValueError(f"{what} NaN or inf in EAP rows {bad[:10].tolist()}{'...' if bad.size > 10 else ''}")
+    return eaps
 
 
 def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
@@ -86,7 +87,7 @@ def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
     n_contacts = grid.row.size
     if eaps.ndim != 3 or eaps.shape[1] != n_contacts:
         raise ValueError(f"eaps must have shape (N, {n_contacts}, n_samples) for probe {probe!r}, got {eaps.shape}")
-    _check_finite(eaps, "eaps contain")
+    check_finite(eaps, "eaps contain")
     amplitude, width = amplitude_width(eaps, dt, threshold)
     return np.stack([grid.to_image(amplitude), grid.to_image(width)], axis=-1)
 
@@ -131,7 +132,7 @@ def feature_table(dataset, mtype: str, excitatory: bool, threshold: float = SILE
         :func:`images_from_table`).
     """
     eaps = np.asarray(dataset.eaps)
-    _check_finite(eaps, f"EAP dataset {dataset.cell_name!r} x {dataset.rotation!r}:")
+    check_finite(eaps, f"EAP dataset {dataset.cell_name!r} x {dataset.rotation!r}:")
     amplitude, width = amplitude_width(eaps, dataset.dt, threshold)
     best = np.argmax(amplitude, axis=1)
     rows = np.arange(len(eaps))

@@ -159,14 +159,20 @@ class TrainedModel:
 
     @property
     def kind(self) -> str:
-        """``"cnn"`` or ``"lgbm"``."""
+        """``"cnn"``, ``"lgbm"``, or the ``kind`` a model class declares itself (e.g. ``"waveform"``)."""
+        declared = getattr(self.model, "kind", None)
+        if isinstance(declared, str):
+            return declared
         return "lgbm" if type(self.model).__module__.split(".")[0] == "lightgbm" else "cnn"
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (N, n_classes), columns in label order.
 
-        ``x``: feature images (N, rows, cols, 2) for the CNN, the feature matrix (N, 200) for LightGBM.
+        ``x``: feature images (N, rows, cols, 2) for the CNN, the feature matrix (N, 200) for LightGBM,
+        whatever a self-declared model kind takes (raw EAPs for ``waveform``) otherwise.
         """
+        if self.kind not in ("cnn", "lgbm"):
+            return self.model.predict_proba(x)
         n_classes = len(self.classes)
         if self.kind == "lgbm":
             x = np.asarray(x, dtype=np.float32)

@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from eap_assets.core import models
-from eap_assets.core.features import SILENT_THRESHOLD, amplitude_width
+from eap_assets.core.features import SILENT_THRESHOLD, amplitude_width, check_finite
 
 #: Model kind name (registry, Dagster).
 KIND = "waveform"
@@ -171,7 +172,7 @@ class WaveformModel:
         if x.ndim != 3 or x.shape[1:] != (self.n_contacts, self.n_samples):
             raise ValueError(f"{name} must be raw EAPs of shape (N, {self.n_contacts} contacts, {self.n_samples} "
                              f"samples) (the model's input), got shape {x.shape}")
-        return check_finite(x, name)
+        return check_finite(x, f"{name} contains")
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The model's feature matrix (N, 2 x n_contacts + n_components), float32: amplitudes (µV),
@@ -189,38 +190,13 @@ class WaveformModel:
         """Class probabilities (N, n_classes), float64, columns in label order."""
         if self.classifier is None:
             raise ValueError("WaveformModel has no fitted classifier")
-        lgbm = models.TrainedModel(model=self.classifier, history=_empty_history(), best_step=0, steps_run=0,
+        lgbm = models.TrainedModel(model=self.classifier, history=pd.DataFrame(), best_step=0, steps_run=0,
                                    seconds=0.0, classes=self.classes)
         return lgbm.predict_proba(self.features(x))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Most probable class label of each row (int64)."""
         return np.argmax(self.predict_proba(x), axis=1).astype(np.int64)
-
-
-class WaveformTrainedModel(models.TrainedModel):
-    """:class:`eap_assets.core.models.TrainedModel` for a :class:`WaveformModel` (kind ``"waveform"``)."""
-
-    @property
-    def kind(self) -> str:
-        return KIND
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, n_classes) from raw EAPs (N, n_contacts, n_samples)."""
-        return self.model.predict_proba(x)
-
-
-def _empty_history():
-    import pandas as pd
-
-    return pd.DataFrame()
-
-
-def check_finite(x: np.ndarray, name: str) -> np.ndarray:
-    if not np.all(np.isfinite(x)):
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
-        raise ValueError(f"{name} contains NaN or inf in rows {bad[:10].tolist()}{'...' if bad.size > 10 else ''}")
-    return x
 
 
 def _projection_input(x: np.ndarray, config: WaveformConfig) -> np.ndarray:
@@ -287,7 +263,7 @@ def train_waveform(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     Returns
     -------
     models.TrainedModel
-        A :class:`WaveformTrainedModel`; ``model`` is the :class:`WaveformModel`,
+        Kind ``"waveform"`` (the :class:`WaveformModel` declares it); ``model`` is the :class:`WaveformModel`,
         ``predict_proba`` takes raw EAPs.  ``history`` / ``best_step`` / ``steps_run`` are
         LightGBM's; ``seconds`` covers the PCA, the feature extraction and the boosting.
 
@@ -312,8 +288,8 @@ def train_waveform(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
                          "(contacts, samples must match)")
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("train_waveform needs non-empty training and validation sets")
-    check_finite(x_train, "x_train")
-    check_finite(x_val, "x_val")
+    check_finite(x_train, "x_train contains")
+    check_finite(x_val, "x_val contains")
     config.samples(x_train.shape[2])  # window fits
     mean, components = fit_projection(x_train, config, seed)
     model = WaveformModel(config, dt, x_train.shape[1], x_train.shape[2], mean, components)
@@ -321,6 +297,5 @@ def train_waveform(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
                                config.lgbm, seed, classes)
     model.classifier = fitted.model
     model.classes = fitted.classes
-    return WaveformTrainedModel(model=model, history=fitted.history, best_step=fitted.best_step,
-                                steps_run=fitted.steps_run, seconds=time.perf_counter() - start,
-                                classes=fitted.classes)
+    return models.TrainedModel(model=model, history=fitted.history, best_step=fitted.best_step,
+                               steps_run=fitted.steps_run, seconds=time.perf_counter() - start, classes=fitted.classes)
