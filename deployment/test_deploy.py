@@ -44,6 +44,11 @@ from pathlib import Path
 
 import yaml
 
+from eap_assets.core.models import KINDS
+
+#: The model assets of ``models_job`` (one per model kind) and what each run must register.
+MODEL_ASSETS = tuple(f"{kind}_model" for kind in KINDS)
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = REPO / "deployment"
 BIN = Path(sys.executable).parent
@@ -582,11 +587,11 @@ def check_mlflow(uri: str, rotation: str, tasks: Sequence[str], model_run_ids: s
     finished = {(r.data.tags.get("dagster.asset"), r.data.tags.get("dagster.partition"))
                 for r in runs if r.info.status == "FINISHED"}
     expected = {("hold_out_cell_type", rotation)} | {(asset, f"{rotation}|{task}") for task in tasks
-                                                      for asset in ("cnn_model", "lgbm_model", "evaluation")}
+                                                      for asset in (*MODEL_ASSETS, "evaluation")}
     missing = sorted(expected - finished)
     if missing:
         raise DeployTestError(f"MLflow server {uri}: no finished run for {missing}; has {sorted(finished)}")
-    for kind in ("cnn", "lgbm"):
+    for kind in KINDS:
         for task in tasks:
             name = f"eap_{kind}_{rotation}_{task}"
             version = client.get_model_version_by_alias(name, "champion")
@@ -606,7 +611,7 @@ def check_mlflow(uri: str, rotation: str, tasks: Sequence[str], model_run_ids: s
     stored = [p for p in artifacts_dir.rglob("*") if p.is_file()]
     if not stored:
         raise DeployTestError(f"the server's artefact store {artifacts_dir} is empty")
-    return {"runs": len(runs), "registered models": 2 * len(tasks), "artefact files": len(stored)}
+    return {"runs": len(runs), "registered models": len(KINDS) * len(tasks), "artefact files": len(stored)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,11 +33,14 @@ def _settings(args: argparse.Namespace):
         data_dir=str(args.data_dir.expanduser().resolve()), preset="quick" if args.quick else "paper",
         model_folders=[str(p.expanduser().resolve()) for p in args.model_folder],
         n_eaps=getattr(args, "n_eaps", None), probe=getattr(args, "probe", "SqMEA-10-15"),
-        medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0), force=args.force)
+        medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0), force=args.force,
+        noise_rms_uv=getattr(args, "noise_uv", 0.0), noise_kind=getattr(args, "noise_kind", "white"),
+        variants_per_cell=getattr(args, "variants", 0), variant_jitter_deg=getattr(args, "variant_jitter", 5.0))
 
 
-#: Training at the quick preset: a short CNN run on the small tables (the paper's: 5000 steps of 1000).
-QUICK_TRAINING = {"cnn_steps": 300, "cnn_batch_size": 256, "cnn_eval_every": 50}
+#: Training at the quick preset: a short CNN run on the small tables (the paper's: 5000 steps of 1000), and
+#: 8 waveform components (the quick tables have a few dozen EAPs per cell).
+QUICK_TRAINING = {"cnn_steps": 300, "cnn_batch_size": 256, "cnn_eval_every": 50, "waveform_components": 8}
 
 
 def _training(args: argparse.Namespace):
@@ -51,6 +54,13 @@ def _training(args: argparse.Namespace):
     return TrainingSettings(**values)
 
 
+def _generalisation(args: argparse.Namespace):
+    from eap_assets.defs.generalisation import GeneralisationSettings
+
+    copies = getattr(args, "train_copies", None)
+    return GeneralisationSettings() if copies is None else GeneralisationSettings(train_copies=copies)
+
+
 def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     from eap_assets.local import cpu_count
     from eap_assets.run import materialize_graph
@@ -58,7 +68,8 @@ def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     settings = _settings(args)
     rotations = [r for r in getattr(args, "rotations", "").split(",") if r] or None
     report = materialize_graph(settings, [c for c in args.cells.split(",") if c] or None, rotations, stages,
-                               workers=args.workers or cpu_count(), training=_training(args))
+                               workers=args.workers or cpu_count(), training=_training(args),
+                               generalisation=_generalisation(args))
     return settings, report
 
 
@@ -169,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the local Dagster instance, skipping up-to-date partitions")
     _common(p)
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
-    p.add_argument("--stages", default="cells,eaps,training,models,report",
-                   help="comma-separated subset of cells,eaps,training,models,report")
+    p.add_argument("--stages", default="variants,cells,eaps,training,models,report",
+                   help="comma-separated subset of variants,cells,eaps,training,models,generalisation,report "
+                        "(variants: only with --variants N; generalisation: noise sweep, unseen variants / "
+                        "distances / cell types, then the generalisation report)")
+    p.add_argument("--train-copies", type=int, default=None,
+                   help="generalisation stage: noisy copies of each training EAP (default 2; 0: no augmentation)")
     p.add_argument("--paper-cnn", action="store_true",
                    help="the paper's CNN schedule: 5000 steps of 1000 at Adam 5e-4, no early stopping "
                         "(default: the pipeline's recipe, batches of 128 with early stopping)")
@@ -183,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default="SqMEA-10-15", help="MEAutility probe name")
     p.add_argument("--medium", default="infinite", choices=["infinite", "mea_plane"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-uv", type=float, default=0.0,
+                   help="RMS (µV) of recording noise added to the EAPs before feature extraction (default 0: none)")
+    p.add_argument("--noise-kind", default="white", choices=["white", "band"],
+                   help="white Gaussian noise, or Gaussian noise band-passed to 300-6000 Hz")
+    p.add_argument("--variants", type=int, default=0, metavar="N",
+                   help="N morphology variants of every BBP model, simulated through the cell and EAP stages "
+                        "(not in the paper's training tables; default 0: none)")
+    p.add_argument("--variant-jitter", type=float, default=5.0, metavar="DEG",
+                   help="largest branch rotation of a variant, degrees (default 5)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("ui", help="start the Dagster UI (webserver + daemon) on the local instance")
     p.add_argument("--host", default="127.0.0.1")

@@ -2,12 +2,19 @@
 and classifying new EAP templates with a registered model. No Dagster here: the assets in
 ``eap_assets.defs.training`` and the ``eap-assets classify`` command both use these functions.
 
+Kinds (:data:`KINDS`, from :data:`eap_assets.core.models.KINDS`): ``cnn`` (the paper CNN, MLflow's
+keras flavour), ``lgbm`` (LightGBM, lightgbm flavour) and ``waveform`` (:mod:`eap_assets.core.waveform`:
+PCA of the raw EAP waveforms + amplitude/width features -> LightGBM; a cloudpickled
+:class:`~eap_assets.core.waveform.WaveformModel` in MLflow's sklearn flavour, loaded with
+``mlflow.sklearn.load_model``; its class is imported from the installed ``eap_assets`` package,
+which its requirements state).
+
 Registered models are named ``eap_<kind>_<rotation>_<task>`` (e.g. ``eap_cnn_3drot_mtype``). Each
 version carries tags: ``test_accuracy``, ``classes`` (JSON list, output order), ``input``
-(``images`` (N, rows, cols, 2) or ``features`` (N, 2 x contacts)), ``probe``, ``dt_ms``,
-``n_samples``, ``rotation``, ``task``, ``kind``. Alias ``champion`` marks the version to use; a new
-version takes it only if its test accuracy is at least the champion's, otherwise it gets
-``challenger``.
+(``images`` (N, rows, cols, 2), ``features`` (N, 2 x contacts) or ``eaps``: raw EAPs (N, contacts,
+samples) µV), ``probe``, ``dt_ms``, ``n_samples``, ``rotation``, ``task``, ``kind``. Alias
+``champion`` marks the version to use; a new version takes it only if its test accuracy is at least
+the champion's, otherwise it gets ``challenger``.
 """
 
 from __future__ import annotations
@@ -18,21 +25,33 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from eap_assets.core import features
+from eap_assets.core.models import KINDS
 from eap_assets.core.probe import get_probe
 from eap_assets.core.storage import file_lock
 
+if TYPE_CHECKING:
+    from eap_assets.core.noise import NoiseConfig
+    from eap_assets.core.pool import EAPPool
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-KINDS: tuple[str, ...] = ("cnn", "lgbm")
-#: Model input of each kind: the paper's images or the flat 200-feature vector.
-INPUTS = {"cnn": "images", "lgbm": "features"}
-#: Packages a logged model of each kind needs (pinned to the installed versions).
-REQUIREMENTS = {"cnn": ("tensorflow-cpu", "keras", "numpy"), "lgbm": ("lightgbm", "scikit-learn", "numpy")}
+#: Model input of each kind: the paper's images, the flat 200-feature vector, or raw EAPs (N, contacts, samples) µV.
+INPUTS = {"cnn": "images", "lgbm": "features", "waveform": "eaps"}
+#: Packages a logged model of each kind needs (pinned to the installed versions).  The waveform
+#: model is a cloudpickled :class:`~eap_assets.core.waveform.WaveformModel` pickled *by reference*:
+#: loading it imports ``eap_assets.core.waveform``, so the package itself is a requirement (rather
+#: than ``code_paths``: a logged copy of the package would be put first on ``sys.path`` by
+#: ``load_model`` and shadow the installed one in the loading process).
+REQUIREMENTS = {"cnn": ("tensorflow-cpu", "keras", "numpy"), "lgbm": ("lightgbm", "scikit-learn", "numpy"),
+                "waveform": ("eap_assets", "lightgbm", "scikit-learn", "numpy", "cloudpickle")}
+#: MLflow flavour (``mlflow.<flavour>``) each kind is logged and loaded with.
+FLAVOURS = {"cnn": "keras", "lgbm": "lightgbm", "waveform": "sklearn"}
 
 
 class RegistryError(RuntimeError):
@@ -78,11 +97,49 @@ def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | No
 
 
 def model_input(kind: str, table: pd.DataFrame, probe: str) -> np.ndarray:
-    """The input array a model kind takes, from a feature table."""
+    """The input array a model kind takes, from a feature table (``cnn``: images, ``lgbm``: features).
+
+    Raises
+    ------
+    ValueError
+        For a kind whose input is raw EAPs (``waveform``): feature tables hold no waveforms; use
+        :func:`eap_input` with an :class:`~eap_assets.core.pool.EAPPool` of the table's cells.
+    """
+    if kind not in INPUTS:
+        raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
+    if INPUTS[kind] == "eaps":
+        raise ValueError(f"model kind {kind!r} takes raw EAPs (N, contacts, samples) in µV, and feature tables hold "
+                         "no waveforms (only the per-contact amplitude / width features): read the EAPs of the "
+                         "table's rows with registry.eap_input(pool, table) from an EAPPool of its cells' EAP datasets")
     if INPUTS[kind] == "images":
         return features.images_from_table(table, probe)
     amp, width = features.feature_columns(get_probe(probe).n_contacts)
     return table[amp + width].to_numpy(np.float32)
+
+
+def eap_input(pool: "EAPPool", table: pd.DataFrame, noise: "NoiseConfig | None" = None) -> np.ndarray:
+    """The raw EAPs (N, contacts, samples), float32 µV, of a feature table's rows: the ``waveform`` kind's input.
+
+    Parameters
+    ----------
+    pool : EAPPool
+        The EAP datasets of the table's cells (one rotation); rows are matched on ``cell`` and ``eap_id``.
+    table : DataFrame
+        Feature / training table rows (columns ``cell``, ``eap_id``), in the order wanted.
+    noise : NoiseConfig, optional
+        Recording noise of the feature tables (``SimulationSettings.noise_config()``); when enabled,
+        each EAP gets the noise its feature-table row was computed with (same seed, cell, rotation,
+        EAP id), so the waveform model sees the same recordings as the other kinds.
+
+    Raises
+    ------
+    ValueError
+        For a row whose (cell, EAP id) is not in the pool.
+    """
+    rows = pool.rows_of(table["cell"].to_numpy(), table["eap_id"].to_numpy())
+    if noise is not None and noise.enabled:
+        return pool.gather(rows, noise, noise.rms_uv)
+    return pool.gather(rows)
 
 
 def log_model(model, kind: str, name: str, example: np.ndarray, tags: dict[str, object]):
@@ -97,11 +154,13 @@ def log_model(model, kind: str, name: str, example: np.ndarray, tags: dict[str, 
 
     signature = infer_signature(example, _predict_proba(model, kind, example))
     str_tags = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in tags.items()}
-    flavour = mlflow.keras if kind == "cnn" else mlflow.lightgbm
+    flavour = getattr(mlflow, FLAVOURS[kind])
     # the pinned versions, stated: MLflow would otherwise infer them by re-importing the model (slow)
     requirements = [f"{p}=={package_version(p)}" for p in REQUIREMENTS[kind]]
+    # sklearn flavour: cloudpickle (skops refuses custom classes; the class is imported by reference)
+    options = {"serialization_format": "cloudpickle"} if FLAVOURS[kind] == "sklearn" else {}
     info = flavour.log_model(model, name="model", signature=signature, registered_model_name=name, tags=str_tags,
-                             pip_requirements=requirements)
+                             pip_requirements=requirements, **options)
     client = mlflow.MlflowClient()
     version = client.get_model_version(name, str(info.registered_model_version))
     for key, value in str_tags.items():
@@ -178,7 +237,9 @@ def load_registered(name: str, alias: str = CHAMPION, version: str | None = None
                             ) from exc
     kind = mv.tags.get("kind", "cnn")
     uri = f"models:/{name}/{mv.version}"
-    model = mlflow.keras.load_model(uri) if kind == "cnn" else mlflow.lightgbm.load_model(uri)
+    if kind not in FLAVOURS:
+        raise RegistryError(f"{name} v{mv.version} has kind {kind!r}; this code knows {', '.join(KINDS)}")
+    model = getattr(mlflow, FLAVOURS[kind]).load_model(uri)
     return RegisteredModel(name=name, version=str(mv.version), kind=kind, model=model,
                            classes=json.loads(mv.tags["classes"]), probe=mv.tags["probe"],
                            dt_ms=float(mv.tags["dt_ms"]), n_samples=int(mv.tags["n_samples"]), tags=dict(mv.tags))
@@ -224,6 +285,9 @@ def read_templates(path: str | Path, probe: str | None = None, dt_ms: float | No
 def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredModel) -> pd.DataFrame:
     """Predicted type and class probabilities of each template, with the model version used.
 
+    The ``cnn`` and ``lgbm`` kinds take the amplitude/width features computed here from the
+    templates; a ``waveform`` model takes the raw templates themselves (it computes its features).
+
     Parameters
     ----------
     templates : ndarray, shape (n, contacts, samples)
@@ -254,10 +318,12 @@ def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredM
     if templates.shape[2] != model.n_samples:
         raise ValueError(f"templates have {templates.shape[2]} samples per waveform; the model expects "
                          f"{model.n_samples} ({model.n_samples * model.dt_ms:g} ms)")
-    amplitude, width = features.amplitude_width(templates, dt_ms)
-    if model.kind == "cnn":
+    if INPUTS.get(model.kind) == "eaps":
+        x = _waveform_templates(templates, dt_ms, model)
+    elif model.kind == "cnn":
         x = features.feature_images(templates, dt_ms, probe)
     else:
+        amplitude, width = features.amplitude_width(templates, dt_ms)
         x = np.concatenate([amplitude, width], axis=1).astype(np.float32)
     proba = model.predict_proba(x)
     frame = pd.DataFrame({"unit": np.arange(len(templates)),
@@ -268,3 +334,21 @@ def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredM
     frame["model"] = model.name
     frame["version"] = model.version
     return frame
+
+
+def _waveform_templates(templates: np.ndarray, dt_ms: float, model: RegisteredModel) -> np.ndarray:
+    """Templates as the raw-EAP input of a waveform model (float32), checked against what the model
+    itself stores (contacts, samples, sampling step): ValueError naming the mismatch."""
+    fitted = model.model
+    expected = (getattr(fitted, "n_contacts", templates.shape[1]), getattr(fitted, "n_samples", templates.shape[2]))
+    if templates.shape[1:] != expected:
+        raise ValueError(f"templates have shape (n_units, {templates.shape[1]} contacts, {templates.shape[2]} "
+                         f"samples); the waveform model {model.name} v{model.version} takes raw EAPs of {expected[0]} contacts "
+                         f"x {expected[1]} samples")
+    fitted_dt = getattr(fitted, "dt", None)
+    if fitted_dt is not None and not np.isclose(dt_ms, fitted_dt, rtol=1e-6):
+        raise ValueError(f"sampling step {dt_ms} ms does not match the {fitted_dt} ms the waveform model "
+                         f"{model.name} v{model.version} was fitted at: resample the templates first")
+    if not np.all(np.isfinite(templates)):
+        raise ValueError("templates contain NaN or inf")
+    return templates.astype(np.float32)

@@ -1,10 +1,15 @@
 """``make run``: materialise the whole asset graph in dependency order through the local Dagster
 instance, partitions in parallel worker processes, skipping partitions that are up to date.
 
-Per cell: ``cell_models_job`` (cell_model, spike_templates); as soon as it is done, per rotation
-``eap_datasets_job`` (eap_dataset, feature_table); once every cell of a rotation is done,
-``training_tables_job`` (training_table and what hangs off it). Every run is an ordinary Dagster
-run recorded in the instance, so it shows in the UI with its logs, metadata and checks.
+With ``settings.variants_per_cell`` > 0, first ``morphology_variants_job`` (the variants of every
+BBP model, added as cell partitions). Per cell: ``cell_models_job`` (cell_model, spike_templates);
+as soon as it is done, per rotation ``eap_datasets_job`` (eap_dataset, feature_table); once every
+cell of a rotation is done, ``training_tables_job`` (training_table and what hangs off it).
+Morphology variants go through the cell and EAP stages only: the training tables are the BBP
+models'. With the ``generalisation`` stage, each rotation x task's ``generalisation_job`` runs once
+its models and every cell's (variants included) EAP datasets are done, then
+``generalisation_report_job``. Every run is an ordinary Dagster run recorded in the instance, so it shows in the UI
+with its logs, metadata and checks.
 
 A partition is skipped when the instance's latest materialisation of its last asset carries the
 key that the current settings give *and* the artefact on disk still has that key; ``force``
@@ -26,15 +31,17 @@ from upath import UPath
 
 from eap_assets.core import cells, stages
 from eap_assets.core.mechanisms import MechanismError
-from eap_assets.core.models import TASKS
+from eap_assets.core.models import KINDS, TASKS
 from eap_assets.defs.features import expected_features_key, training_key
+from eap_assets.defs.generalisation import (GeneralisationSettings, generalisation_key, generalisation_result_key,
+                                            pool_cells, pool_models)
 from eap_assets.defs.io import stored_parquet_key
 from eap_assets.defs.partitions import cell_partitions, cell_rotation_key, rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
-from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key
+from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key, rotation_task_partitions
 from eap_assets.local import ensure_dagster_home
 
-STAGES: tuple[str, ...] = ("cells", "eaps", "training", "models", "report")
+STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "generalisation", "report")
 Log = Callable[[str], None]
 
 
@@ -66,11 +73,14 @@ class RunReport:
         return sum(r.status == status for r in self.results)
 
 
-def settings_run_config(settings: SimulationSettings, training: TrainingSettings | None = None) -> dict:
+def settings_run_config(settings: SimulationSettings, training: TrainingSettings | None = None,
+                        generalisation: GeneralisationSettings | None = None) -> dict:
     """Run config that gives a run exactly these settings (also visible in the UI's launchpad)."""
     resources = {"settings": {"config": _fields(settings)}}
     if training is not None:
         resources["training"] = {"config": _fields(training)}
+    if generalisation is not None:
+        resources["generalisation_settings"] = {"config": _fields(generalisation)}
     return {"resources": resources,
             "loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
 
@@ -181,14 +191,24 @@ class _UpToDate:
     def models(self, models: Sequence[cells.CellModel], rotation: str, task: str) -> bool:
         table = self.training_key(models, rotation)
         partition = str(rotation_task_key(rotation, task))
-        keys = {kind: model_key(kind, table, self.training) for kind in ("cnn", "lgbm")}
+        keys = {kind: model_key(kind, table, self.training) for kind in KINDS}
         return (all(latest_key(self.instance, f"{kind}_model", partition) == key for kind, key in keys.items())
                 and latest_key(self.instance, "evaluation", partition) == model_key("evaluation", table, self.training))
+
+    def generalisation(self, paper_models: Sequence[cells.CellModel], rotation: str, task: str, config) -> bool:
+        stimulus = self.settings.stimulus()
+        pool = pool_models(self.settings, pool_cells(self.settings, [m.name for m in paper_models]))
+        eaps = {m.name: stages.eaps_key(self.settings.eap_config(rotation), stages.templates_key(m, stimulus))
+                for m in pool}
+        key = generalisation_key(self.training_key(paper_models, rotation), eaps, config, self.training)
+        return (latest_key(self.instance, "generalisation", str(rotation_task_key(rotation, task))) == key
+                and generalisation_result_key(self.settings, rotation, task) == key)
 
 
 def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | None = None,
                       rotations: Sequence[str] | None = None, stages_: Sequence[str] = STAGES, workers: int = 2,
-                      log: Log = print, training: TrainingSettings | None = None) -> RunReport:
+                      log: Log = print, training: TrainingSettings | None = None,
+                      generalisation: GeneralisationSettings | None = None) -> RunReport:
     """Materialise cells -> EAP datasets/feature tables -> training tables -> models and their
     evaluation -> the paper comparison, ``workers`` runs at a time.
 
@@ -198,14 +218,19 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         Passed to every run as run config; ``settings.force`` disables skipping.
     cell_names : sequence of str, optional
         Models to run (default: every model found); they are registered as ``cell_model`` partitions.
+        With ``settings.variants_per_cell`` > 0, the current variants of these models (those the
+        settings draw, see ``SimulationSettings.variant_names``) are run too.
     rotations : sequence of str, optional
         Rotation partitions to run (default: all of the deployment's).
     stages_ : sequence of str
-        Subset of :data:`STAGES`.
+        Subset of :data:`STAGES`; ``variants`` runs ``morphology_variants_job`` (before the model scan)
+        when ``settings.variants_per_cell`` > 0, and is a no-op otherwise.
     workers : int
         Runs executed at once (processes; NEURON is single-threaded).
     training : TrainingSettings, optional
         Training settings (default: the paper's).
+    generalisation : GeneralisationSettings, optional
+        Settings of the ``generalisation`` stage (default: its defaults).
 
     Returns
     -------
@@ -221,7 +246,23 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     if bad:
         raise ValueError(f"rotation(s) {bad} are not partitions of this deployment ({', '.join(all_rotations)}); "
                          "set EAP_ASSETS_ROTATIONS to change the set")
-    models, invalid = stages.scan_models([Path(f).expanduser() for f in settings.model_folders], cell_names)
+    settings.noise_config()  # a bad noise setting is refused before anything runs (ValueError naming it)
+    with_variants = settings.variants_per_cell > 0
+    if with_variants:
+        settings.variant_names(cells.PAPER_CELLS[0])  # likewise a bad variant setting
+    training = training or TrainingSettings()
+    generalisation = generalisation or GeneralisationSettings()
+    run_config = settings_run_config(settings, training, generalisation)
+    variants_run = None
+    if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
+        ensure_dagster_home()
+        variants_run = execute_partition("morphology_variants_job", "", run_config)
+        if variants_run.status == "failed":
+            log(f"morphology_variants_job FAILED: {variants_run.error}; continuing with the variants on disk")
+    models, invalid = _scan(settings, cell_names, log)
+    variant_cells = {m.name for m in models if m.parent is not None}
+    variant_cells |= {n for n in invalid if with_variants and (settings.variants_path / n).exists()}
+    paper_models = [m for m in models if m.parent is None]  # the training tables' cells
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(cell_partitions.name))
@@ -233,21 +274,28 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
             cells.prepare_mechanisms(models)  # compile once, before workers start
     except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
         log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
-    training = training or TrainingSettings()
-    run_config = settings_run_config(settings, training)
     up_to_date = _UpToDate(instance, settings, training)
     report = RunReport()
     n_tasks = ((len(models) + len(invalid)) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
-               + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_))
-    log(f"{len(models)} cells x {len(rotations)} rotations ({settings.preset} preset) -> {settings.data_path}; "
-        f"Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, {workers} at a time")
+               + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_)
+               + (variants_run is not None) + ("generalisation" in stages_) * (len(rotations) * len(TASKS) + 1))
+    n_variants = f" (+ {len(variant_cells)} morphology variants)" if variant_cells else ""
+    log(f"{len(paper_models)}{n_variants} cells x {len(rotations)} rotations ({settings.preset} "
+        f"preset) -> {settings.data_path}; Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, "
+        f"{workers} at a time")
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker process
     pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"))
     running: dict[Future, tuple[str, str, str | None, str | None]] = {}
-    waiting_rotation = {r: {m.name for m in models} | set(invalid) for r in rotations}
+    waiting_rotation = {r: ({m.name for m in models} | set(invalid)) - variant_cells for r in rotations}
     failed_cells: dict[str, set[str]] = {r: set() for r in rotations}
     waiting_models = {str(rotation_task_key(r, t)) for r in rotations for t in TASKS}
+    # generalisation of a rotation x task: after its models and every variant's EAPs of the rotation
+    waiting_variant_eaps = {r: set(variant_cells) for r in rotations}
+    failed_variants: dict[str, set[str]] = {r: set() for r in rotations}
+    models_ok: dict[str, bool] = {}
+    waiting_generalisation = set(waiting_models) if "generalisation" in stages_ else set()
+    started_generalisation: set[str] = set()
     start = time.perf_counter()
 
     def record(result: TaskResult) -> None:
@@ -274,6 +322,13 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 submit("eap_datasets_job", str(cell_rotation_key(name, rotation)), name, rotation)
 
     def after_eaps(name: str, rotation: str, ok: bool) -> None:
+        if name in variant_cells:  # a variant's feature tables are not part of the training tables
+            waiting_variant_eaps[rotation].discard(name)
+            if not ok:
+                failed_variants[rotation].add(name)
+            for task in TASKS:
+                maybe_generalise(rotation, task)
+            return
         waiting_rotation[rotation].discard(name)
         if not ok:
             failed_cells[rotation].add(name)
@@ -285,7 +340,7 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
             record(TaskResult("training_tables_job", rotation, "failed",
                               error=f"feature tables failed for {', '.join(sorted(failed_cells[rotation]))}"))
             after_training(rotation, False)
-        elif not settings.force and up_to_date.training_tables(models, rotation):
+        elif not settings.force and up_to_date.training_tables(paper_models, rotation):
             record(TaskResult("training_tables_job", rotation, "skipped"))
             after_training(rotation, True)
         else:
@@ -299,7 +354,7 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
             elif not ok:
                 record(TaskResult("models_job", partition, "failed", error=f"training table {rotation} failed"))
                 after_models(partition, False)
-            elif not settings.force and up_to_date.models(models, rotation, task):
+            elif not settings.force and up_to_date.models(paper_models, rotation, task):
                 record(TaskResult("models_job", partition, "skipped"))
                 after_models(partition, True)
             else:
@@ -307,11 +362,39 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
 
     def after_models(partition: str, ok: bool) -> None:
         waiting_models.discard(partition)
+        models_ok[partition] = ok
+        keys = rotation_task_partitions.get_partition_key_from_str(partition).keys_by_dimension
+        maybe_generalise(keys["rotation"], keys["task"])
         if not waiting_models and "report" in stages_:
             submit("report_job", "", None, None)
 
+    def maybe_generalise(rotation: str, task: str) -> None:
+        partition = str(rotation_task_key(rotation, task))
+        if (partition not in waiting_generalisation or partition in started_generalisation
+                or partition not in models_ok or waiting_variant_eaps[rotation]):
+            return
+        started_generalisation.add(partition)
+        if not models_ok[partition] or failed_variants[rotation]:
+            why = (f"EAPs of variants {sorted(failed_variants[rotation])[:3]} failed" if models_ok[partition]
+                   else f"models {partition} failed")
+            record(TaskResult("generalisation_job", partition, "failed", error=why))
+            after_generalisation(partition, False)
+        elif not settings.force and up_to_date.generalisation(paper_models, rotation, task,
+                                                              generalisation.config(settings)):
+            record(TaskResult("generalisation_job", partition, "skipped"))
+            after_generalisation(partition, True)
+        else:
+            submit("generalisation_job", partition, None, rotation)
+
+    def after_generalisation(partition: str, ok: bool) -> None:
+        waiting_generalisation.discard(partition)
+        if not waiting_generalisation:
+            submit("generalisation_report_job", "", None, None)
+
     by_name = {m.name: m for m in models}
     try:
+        if variants_run is not None:
+            record(variants_run)
         for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
             record(TaskResult("cell_models_job", name, "failed", error=f"CellModelError: {problem}"))
             after_cell(name, False)
@@ -340,12 +423,45 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 after_training(rotation, ok)
             elif job == "models_job":
                 after_models(partition, ok)
+            elif job == "generalisation_job":
+                after_generalisation(partition, ok)
     finally:
         pool.shutdown(cancel_futures=True)
         instance.dispose()
     log(f"finished in {time.perf_counter() - start:.0f} s: {report.count('done')} run, "
         f"{report.count('skipped')} up to date, {len(report.failed)} failed")
     return report
+
+
+def _scan(settings: SimulationSettings, cell_names: Sequence[str] | None, log: Log
+          ) -> tuple[list[cells.CellModel], dict[str, str]]:
+    """The models to run and the invalid model folders among them (``stages.scan_models``).
+
+    With ``settings.variants_per_cell`` > 0 the variants folder is scanned too, and the selection is
+    ``cell_names`` (default: every model that is not a variant) plus the current variants of those
+    models that exist (older variants in the folder, of other settings, are left alone).
+    """
+    folders = [Path(f).expanduser() for f in settings.model_folders]
+    if settings.variants_per_cell < 1:
+        return stages.scan_models(folders, cell_names)
+    if settings.variants_path.is_dir():
+        folders.append(settings.variants_path)
+    everything, broken = stages.scan_models(folders)
+    found = {m.name: m for m in everything}
+    names = list(cell_names or [*(m.name for m in everything if m.parent is None),
+                                *(n for n in broken if not (settings.variants_path / n).exists())])
+    missing = []
+    for name in list(names):
+        if name not in found or found[name].parent is not None:
+            continue  # an invalid folder, or a variant itself: no variants of it
+        for variant in settings.variant_names(name):
+            if variant not in found and variant not in broken:
+                missing.append(variant)
+            elif variant not in names:
+                names.append(variant)
+    if missing:
+        log(f"{len(missing)} morphology variant(s) not made yet (run the 'variants' stage), e.g. {missing[0]}")
+    return stages.scan_models(folders, names)
 
 
 def _wait_any(futures: dict[Future, object]):

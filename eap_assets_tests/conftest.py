@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from eap_assets.core import cells
@@ -27,3 +29,16 @@ def bp_templates(models):
 @pytest.fixture(scope="session")
 def ttpc1_templates(models):
     return simulate_spike_templates(models[PYRAMIDAL], SHORT)
+
+
+@pytest.fixture(scope="module")
+def dagster_home(tmp_path_factory):
+    """A fresh Dagster instance directory for the module's runs (``$DAGSTER_HOME``, restored after)."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = old

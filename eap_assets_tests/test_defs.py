@@ -39,18 +39,6 @@ N_EAPS = 20
 
 
 @pytest.fixture(scope="module")
-def dagster_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("dagster_home")
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def graph(dagster_home, tmp_path_factory):
     """The whole graph for 2 cells x 2 rotations x 20 EAPs (quick preset, 60 CNN steps), through the CLI."""
     data = tmp_path_factory.mktemp("data")
@@ -62,7 +50,7 @@ def graph(dagster_home, tmp_path_factory):
 
 
 #: What the fixture's CLI flags (--quick --cnn-steps 60 --cnn-batch-size 32) amount to.
-TRAINING = TrainingSettings(cnn_steps=60, cnn_batch_size=32, cnn_eval_every=50)
+TRAINING = TrainingSettings(**{**cli.QUICK_TRAINING, "cnn_steps": 60, "cnn_batch_size": 32})
 
 
 def _free_port() -> int:
@@ -117,7 +105,7 @@ def test_every_partition_is_materialised_with_metadata_and_passing_checks(graph)
     assert set(_materializations(instance, "training_table")) == set(ROTATIONS)
     assert set(_materializations(instance, "hold_out_cell_type")) == set(ROTATIONS)
     model_partitions = {f"{r}|{t}" for r in ROTATIONS for t in ("binary", "mtype")}
-    for asset in ("cnn_model", "lgbm_model", "evaluation"):
+    for asset in ("cnn_model", "lgbm_model", "waveform_model", "evaluation"):
         assert set(_materializations(instance, asset)) == model_partitions
     assert set(_materializations(instance, "paper_comparison")) == {None}
 
@@ -255,13 +243,16 @@ def test_definitions_load_and_validate(tmp_path):
     graph_ = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph_.get_all_asset_keys()} == {
         "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
-        "cnn_model", "lgbm_model", "evaluation", "paper_comparison"}
+        "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "morphology_variants",
+        "generalisation", "generalisation_report"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
                for k in graph_.get_all_asset_keys()}
     assert parents["spike_templates"] == {"cell_model"} and parents["eap_dataset"] == {"spike_templates"}
     assert parents["feature_table"] == {"eap_dataset"} and parents["training_table"] == {"feature_table"}
     assert parents["cnn_model"] == {"training_table"} and parents["evaluation"] == {"training_table", "cnn_model",
-                                                                                      "lgbm_model"}
+                                                                                      "lgbm_model", "waveform_model"}
+    assert parents["generalisation"] == {"training_table", "evaluation", "eap_dataset"}
+    assert parents["generalisation_report"] == {"generalisation"}
     eap_partitions = graph_.get(dg.AssetKey("eap_dataset")).partitions_def
     assert [d.name for d in eap_partitions.partitions_defs] == ["cell", "rotation"]
     assert len(graph_.asset_check_keys) == 11
@@ -340,22 +331,28 @@ def _test_rows(graph, rotation: str, task: str, kind: str):
     table = pd.read_parquet(graph.data_path / "training_table" / f"{rotation}.parquet")
     y, classes = models.task_labels(table, task)
     test = (table["split"] == "test").to_numpy()
+    if registry.INPUTS[kind] == "eaps":  # the waveform model: the rows' raw EAPs from the EAP datasets
+        from eap_assets.defs.training import eap_pool
+
+        return registry.eap_input(eap_pool(graph, rotation, table), table), y, test, classes
     return registry.model_input(kind, table, graph.probe), y, test, classes
 
 
 def test_champion_reproduces_the_logged_test_accuracy_exactly(graph):
+    # norot: the waveform model re-reads its test EAPs, and test_changed_settings... re-made 3drot's with seed 7
+    rotation = "norot"
     registry.configure(registry.default_tracking_uri(graph.data_path), "eap_assets")
     for kind in registry.KINDS:
         for task in ("binary", "mtype"):
-            loaded = registry.load_registered(registry.model_name(kind, "3drot", task))  # models:/<name>@champion
-            x, y, test, classes = _test_rows(graph, "3drot", task, kind)
+            loaded = registry.load_registered(registry.model_name(kind, rotation, task))  # models:/<name>@champion
+            x, y, test, classes = _test_rows(graph, rotation, task, kind)
             assert loaded.classes == classes
             accuracy = float((loaded.predict_proba(x[test]).argmax(axis=1) == y[test]).mean())
             assert accuracy == float(loaded.tags["test_accuracy"])
-            record = json.loads((graph.data_path / "evaluation" / "3drot" / f"{task}.json").read_text())
+            record = json.loads((graph.data_path / "evaluation" / rotation / f"{task}.json").read_text())
             assert record["results"][kind]["accuracy"] == pytest.approx(100 * accuracy)
-    binary = json.loads((graph.data_path / "evaluation" / "3drot" / "binary.json").read_text())
-    assert set(binary["results"]) == {"cnn", "lgbm", "width_rule"}
+    binary = json.loads((graph.data_path / "evaluation" / rotation / "binary.json").read_text())
+    assert set(binary["results"]) == {"cnn", "lgbm", "waveform", "width_rule"}
     assert set(binary["results"]["cnn"]["per_cell_type"]) == {"SBC", "UTPC"}
 
 
@@ -442,4 +439,4 @@ def test_paper_comparison_report(graph):
     assert "paper Table II" in text and "paper Table III" in text and "unseen cell type" in text
     assert "| UTPC |" in text and "60.95" in text  # the paper's UTPC 3drot binary accuracy beside ours
     csv = pd.read_csv(graph.data_path / "reports" / "paper_comparison.csv")
-    assert set(csv["rotation"]) == set(ROTATIONS) and set(csv["model"]) == {"cnn", "lgbm", "width_rule"}
+    assert set(csv["rotation"]) == set(ROTATIONS) and set(csv["model"]) == {"cnn", "lgbm", "waveform", "width_rule"}

@@ -76,11 +76,13 @@ def test_every_asset_has_k8s_resources():
         assert config is not None, f"asset {name} has no dagster-k8s/config op tag"
         resources[name] = json.loads(config)["container_config"]["resources"]
         pools[name] = assets_def.op.pool
-    assert len(resources) == 10
+    assert len(resources) == 14
+    assert resources["generalisation"] == tags.RESOURCES["generalisation"]
+    assert resources["morphology_variants"] == tags.RESOURCES["variants"]
     assert resources["spike_templates"] == resources["cell_model"] == tags.RESOURCES["neuron"]
     assert resources["cnn_model"] == tags.RESOURCES["tensorflow"]
     assert pools["cell_model"] == pools["spike_templates"] == "neuron"
-    assert pools["cnn_model"] == pools["lgbm_model"] == "training"
+    assert pools["cnn_model"] == pools["lgbm_model"] == pools["waveform_model"] == "training"
     with pytest.raises(ValueError, match="unknown kind of work 'gpu'"):
         tags.k8s_op_tags("gpu")
 

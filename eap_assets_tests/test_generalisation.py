@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eap_assets.core import cells, features, noise, splits, variants
@@ -315,3 +316,106 @@ def test_leave_one_type_out_folds():
         splits.leave_one_type_out(types, held_out=["LBC"])
     with pytest.raises(ValueError, match="at least two"):
         splits.leave_one_type_out(np.array(["BP"] * 10))
+
+
+# --- EAP pool and the generalisation protocols (real NEURON templates, real trainings, small) ---
+
+def _pool_datasets(bp_templates, ttpc1_templates, n_eaps=40):
+    """Two 'morphologies' per m-type: EAP datasets of the real BP / TTPC1 templates with two seeds each."""
+    from dataclasses import replace
+
+    from eap_assets.core.eaps import EAPConfig, simulate_eap_dataset
+
+    datasets, labels = [], {}
+    for templates, mtype, excitatory in ((bp_templates, "BP", False), (ttpc1_templates, "TTPC1", True)):
+        for seed in (0, 1):
+            config = EAPConfig(n_eaps=n_eaps, rotation="3drot", seed=seed)
+            data = simulate_eap_dataset(templates, config)
+            name = templates.cell_name + ("" if seed == 0 else "_variant1")
+            datasets.append(replace(data, cell_name=name))
+            labels[name] = (templates.cell_name, mtype, excitatory)
+    return datasets, labels
+
+
+@pytest.fixture(scope="module")
+def eap_pool(bp_templates, ttpc1_templates):
+    from eap_assets.core.pool import EAPPool
+
+    return EAPPool(*_pool_datasets(bp_templates, ttpc1_templates))
+
+
+def test_pool_rows_noise_and_errors(eap_pool):
+    from eap_assets.core.pool import EAPPool
+
+    index = eap_pool.index
+    assert len(eap_pool) == 160 and list(index.columns[:6]) == ["cell", "parent", "mtype", "ei", "excitatory", "eap_id"]
+    rows = eap_pool.rows_of(index["cell"].iloc[[5, 90]], index["eap_id"].iloc[[5, 90]])
+    assert rows.tolist() == [5, 90]
+    with pytest.raises(ValueError, match="no EAP 999 of cell"):
+        eap_pool.rows_of(["L5_BP_bAC217_1"], [999])
+    cfg = noise.NoiseConfig(rms_uv=1.0, seed=3)
+    clean = eap_pool.gather(np.array([3, 100]))
+    ten = eap_pool.gather(np.array([3, 100]), cfg, 10.0)
+    # a row's noise depends on its cell, rotation, copy and EAP id only -- not on the other rows read with it
+    alone = eap_pool.gather(np.array([100]), cfg, 10.0)
+    np.testing.assert_array_equal(ten[1], alone[0])
+    # the noise scales with the level: 10 µV RMS on every contact, the same draw as noisy_eaps at 10 µV
+    rms = np.sqrt(np.mean((ten - clean) ** 2, axis=-1))
+    np.testing.assert_allclose(rms, 10.0, rtol=1e-4)
+    data = eap_pool.datasets[index["cell"].iloc[3]]
+    direct = noise.noisy_eaps(np.asarray(data.eaps[3:4]), data.dt, noise.NoiseConfig(rms_uv=10.0, seed=3),
+                              keys=(data.cell_name, data.rotation), row_offset=3)
+    np.testing.assert_allclose(ten[0], direct[0], atol=1e-4)
+    other_copy = eap_pool.gather(np.array([3]), cfg, 10.0, copy=1)
+    assert not np.allclose(other_copy[0], ten[0])
+    datasets = list(eap_pool.datasets.values())
+    with pytest.raises(ValueError, match="cells given twice"):
+        EAPPool([datasets[0], datasets[0]], {datasets[0].cell_name: ("p", "BP", False)})
+    with pytest.raises(ValueError, match="no \\(parent, mtype, excitatory\\) labels"):
+        EAPPool(datasets[:1], {})
+
+
+def test_protocol_splits_keep_groups_apart(eap_pool):
+    from eap_assets.core import generalisation as gen
+
+    config = gen.GeneralisationConfig(variant_test_fraction=0.5, validation_fraction=0.2)
+    by_protocol = gen.protocol_splits(eap_pool, "binary", config)
+    index = eap_pool.index
+    assert set(by_protocol) == {"unseen_variants", "unseen_distances", "hold_out_type/BP", "hold_out_type/TTPC1"}
+    variants = by_protocol["unseen_variants"]
+    for cell, labels in pd.Series(variants).groupby(index["cell"].to_numpy()):
+        assert set(labels) in ({"test"}, {"train", "validation"}, {"train"}), cell
+    assert set(index.loc[variants == "test", "mtype"]) == {"BP", "TTPC1"}  # one unseen morphology per m-type
+    distance = by_protocol["unseen_distances"]
+    variant_rows = (index["cell"] != index["parent"]).to_numpy()
+    assert (distance[variant_rows] == "excluded").all()
+    assert index.loc[np.isin(distance, ["train", "validation"]), "x"].max() <= 40
+    assert index.loc[distance == "test", "x"].min() > 40
+    held = by_protocol["hold_out_type/BP"]
+    assert set(index.loc[held == "test", "mtype"]) == {"BP"} and "BP" not in set(index.loc[held != "test", "mtype"])
+
+
+def test_generalisation_protocols_train_and_test_every_kind(eap_pool):
+    from eap_assets.core import generalisation as gen
+    from eap_assets.core import models
+    from eap_assets.core.waveform import WaveformConfig
+
+    lgbm = models.LGBMConfig(n_estimators=15, early_stopping_rounds=None)
+    trainers = gen.Trainers(cnn=models.CNNConfig(steps=12, batch_size=32, eval_every=6),
+                            lgbm=lgbm, waveform=WaveformConfig(n_components=4, max_fit_rows=30, lgbm=lgbm))
+    config = gen.GeneralisationConfig(noise_levels_uv=(0.0, 10.0, 40.0), train_copies=1, variant_test_fraction=0.5,
+                                      validation_fraction=0.2)
+    result = gen.run_generalisation(eap_pool, "binary", config, trainers, log=lambda _: None)
+    rows = result.rows
+    for protocol, kinds in (("unseen_variants", models.KINDS), ("unseen_distances", models.KINDS)):
+        for kind in kinds:
+            part = rows[(rows.protocol == protocol) & (rows.kind == kind)]
+            assert sorted(part["noise_uv"]) == [0.0, 10.0, 40.0], (protocol, kind)
+            assert part["accuracy"].between(0, 100).all()
+            detail = result.details[protocol][kind]
+            assert not set(detail["train_cells"]) & set(detail["test_cells"]) or protocol == "unseen_distances"
+    # with two cell types, each held-out type leaves a single class to train on: skipped, said so
+    assert result.details["hold_out_type/BP"]["skipped"]
+    assert result.summary().shape == (6, 3)
+    again = gen.run_generalisation(eap_pool, "binary", config, trainers, log=lambda _: None)
+    pd.testing.assert_frame_equal(rows.drop(columns="n_train"), again.rows.drop(columns="n_train"))

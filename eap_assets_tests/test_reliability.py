@@ -231,8 +231,9 @@ def test_retry_policies_are_on_io_and_mlflow_assets_only():
     graph = defs.resolve_asset_graph()
     policies = {key.to_user_string(): graph.get(key).assets_def.op.retry_policy for key in graph.get_all_asset_keys()}
     retried = {name for name, policy in policies.items() if policy == TRANSIENT_RETRY}
-    assert retried == {"eap_dataset", "feature_table", "training_table", "cnn_model", "lgbm_model", "evaluation",
-                       "hold_out_cell_type", "paper_comparison"}
+    assert retried == {"eap_dataset", "feature_table", "training_table", "cnn_model", "lgbm_model", "waveform_model",
+                       "evaluation", "hold_out_cell_type", "paper_comparison", "morphology_variants",
+                       "generalisation", "generalisation_report"}
     assert policies["cell_model"] is None and policies["spike_templates"] is None  # NEURON: deterministic
     assert TRANSIENT_RETRY.max_retries == 2 and TRANSIENT_RETRY.backoff == dg.Backoff.EXPONENTIAL
 

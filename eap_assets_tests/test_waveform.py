@@ -138,3 +138,231 @@ def test_mlflow_round_trip_gives_identical_probabilities(trained, data, tmp_path
     np.testing.assert_array_equal(loaded.predict_proba(x_test), trained.predict_proba(x_test))
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)  # the generic flavour predicts labels
     np.testing.assert_array_equal(np.asarray(pyfunc.predict(x_test)), trained.predict(x_test))
+
+
+
+# --- the waveform_model asset: trained, registered and evaluated like the other kinds -----------
+
+#: Tiny training settings: a short CNN, few LightGBM rounds, 8 components fitted on at most 20 EAPs.
+WAVEFORM_TRAINING = {"cnn_steps": 20, "cnn_batch_size": 16, "cnn_eval_every": 10, "lgbm_n_estimators": 40,
+                     "waveform_components": 8, "waveform_max_fit_rows": 20}
+ROTATION = "norot"
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory):
+    """Cells -> EAPs -> training table -> every model kind + evaluation for 2 cells x norot x 30 EAPs,
+    through a fresh Dagster instance (``materialize_graph``, as ``make run``)."""
+    import os
+
+    from eap_assets.defs.resources import SimulationSettings
+    from eap_assets.defs.training import TrainingSettings
+    from eap_assets.run import materialize_graph
+
+    from .test_defs import CELLS
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
+    try:
+        settings = SimulationSettings(data_dir=str(tmp_path_factory.mktemp("data")), preset="quick", n_eaps=30)
+        training = TrainingSettings(**WAVEFORM_TRAINING)
+        report = materialize_graph(settings, list(CELLS), [ROTATION], stages_=("cells", "eaps", "training", "models"),
+                                   workers=2, log=lambda m: None, training=training)
+        assert {r.status for r in report.results} == {"done"}, [r.error for r in report.results if r.error]
+        yield settings, training
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old
+
+
+def _training_table(settings):
+    import pandas as pd
+
+    from eap_assets.defs.io import stored_parquet_key
+
+    path = settings.data_path / "training_table" / f"{ROTATION}.parquet"
+    return pd.read_parquet(path), stored_parquet_key(path)
+
+
+def _champion(settings, task: str):
+    from eap_assets import registry
+
+    registry.configure(registry.default_tracking_uri(settings.data_path), "eap_assets")
+    return registry.load_registered(registry.model_name("waveform", ROTATION, task))
+
+
+def test_waveform_model_asset_is_registered_and_evaluated(materialised):
+    import json
+
+    import dagster as dg
+
+    from eap_assets.defs.training import model_key
+
+    from .test_defs import _materializations
+
+    settings, training = materialised
+    instance = dg.DagsterInstance.get()
+    latest = _materializations(instance, "waveform_model")
+    assert set(latest) == {f"{ROTATION}|binary", f"{ROTATION}|mtype"}
+    table, table_key = _training_table(settings)
+    for task in ("binary", "mtype"):
+        md = {k: v.value for k, v in latest[f"{ROTATION}|{task}"].asset_materialization.metadata.items()}
+        assert md["registered model"] == f"eap_waveform_{ROTATION}_{task}" and md["alias"] == "champion"
+        assert md["key"] == model_key("waveform", table_key, training) and md["components"] == 8
+        assert 0 <= md["test accuracy"] <= 1 and md["steps run"] >= 1 and "ms per round" in md
+        loaded = _champion(settings, task)
+        assert loaded.kind == "waveform" and loaded.tags["input"] == "eaps" and loaded.version == str(md["version"])
+        assert isinstance(loaded.model, waveform.WaveformModel) and loaded.model.config == training.waveform_config()
+        assert loaded.model.dt == settings.stimulus().dt and (loaded.model.n_contacts, loaded.model.n_samples) == (
+            100, settings.stimulus().n_samples)
+        record = json.loads((settings.data_path / "evaluation" / ROTATION / f"{task}.json").read_text())
+        assert set(record["results"]) >= {"cnn", "lgbm", "waveform"}
+        assert record["versions"]["waveform"] == loaded.version and record["train_seconds"]["waveform"] >= 0
+        assert record["results"]["waveform"]["accuracy"] == pytest.approx(100 * float(loaded.tags["test_accuracy"]))
+        assert record["results"]["waveform"]["n"] == int((table["split"] == "test").sum())
+    evaluation_md = _materializations(instance, "evaluation")[f"{ROTATION}|binary"].asset_materialization.metadata
+    assert "waveform accuracy" in evaluation_md
+
+
+def test_asset_model_is_train_waveform_on_the_same_rows_reading_one_cell_at_a_time(materialised, monkeypatch):
+    """Re-fit in-process as the asset does: the largest raw-EAP array ever read is one cell's rows or the
+    PCA's subsample (max_fit_rows), and the model is ``train_waveform``'s on the gathered arrays."""
+    from eap_assets import registry
+    from eap_assets.core.pool import EAPPool
+    from eap_assets.defs import training as training_defs
+
+    settings, training = materialised
+    table, _ = _training_table(settings)
+    y, classes = models.task_labels(table, "binary")
+    split = table["split"].to_numpy()
+    train, val = split == "train", split == "validation"
+    inputs = training_defs.ModelInputs("waveform", settings, ROTATION, table)
+    assert len(inputs.pool) == 60 and inputs.pool.shape == (100, settings.stimulus().n_samples)
+    seed = training_defs._seed(settings, "waveform", ROTATION, "binary")
+    config = training.waveform_config()
+    reads = []
+    original = EAPPool.map
+
+    def counting(self, rows, fn, *args, **kwargs):
+        reads.append(len(rows))
+        return original(self, rows, lambda x: (reads.append(-len(x)), fn(x))[1], *args, **kwargs)
+
+    monkeypatch.setattr(EAPPool, "map", counting)
+    fitted = training_defs._fit_waveform(inputs, y, train, val, 2, config, seed, classes, log=print)
+    monkeypatch.undo()
+    per_cell = int(table.loc[train].groupby("cell").size().max())
+    assert reads[0] == config.max_fit_rows < int(train.sum())  # the PCA's subsample: 20 of 48 training EAPs
+    assert max(-r for r in reads if r < 0) <= max(config.max_fit_rows, per_cell)  # fn sees one cell at a time
+    # the same model as train_waveform on the whole arrays in memory
+    x = registry.eap_input(inputs.pool, table)
+    assert x.shape == (60, 100, settings.stimulus().n_samples) and x.dtype == np.float32
+    reference = waveform.train_waveform(x[train], y[train], x[val], y[val], 2, config, seed, classes,
+                                        dt=settings.stimulus().dt)
+    np.testing.assert_array_equal(fitted.model.components, reference.model.components)
+    np.testing.assert_allclose(fitted.predict_proba(x), reference.predict_proba(x), rtol=1e-6, atol=1e-9)
+    # and the registered champion is that model (fitted in a worker process: BLAS may round the
+    # randomized SVD differently in the last float32 bits)
+    loaded = _champion(settings, "binary")
+    np.testing.assert_allclose(loaded.model.components, fitted.model.components, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict_proba(x), fitted.predict_proba(x), rtol=0, atol=1e-4)
+
+
+def test_registered_waveform_model_loads_in_a_fresh_process(materialised, tmp_path):
+    import subprocess
+    import sys
+
+    from eap_assets import registry
+    from eap_assets.defs import training as training_defs
+
+    settings, _ = materialised
+    table, _ = _training_table(settings)
+    loaded = _champion(settings, "mtype")
+    x = registry.eap_input(training_defs.eap_pool(settings, ROTATION, table), table)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, mlflow, mlflow.sklearn, numpy as np\n"
+        "mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_registry_uri(sys.argv[1])\n"
+        "model = mlflow.sklearn.load_model(sys.argv[2])\n"
+        "np.save(sys.argv[4], model.predict_proba(np.load(sys.argv[3])))\n"
+        "print(type(model).__module__, type(model).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script, registry.default_tracking_uri(settings.data_path),
+                           f"models:/{loaded.name}/{loaded.version}", str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["eap_assets.core.waveform", "WaveformModel"]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), loaded.predict_proba(x))
+
+
+def test_classify_raw_templates_with_a_waveform_model(materialised, tmp_path):
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from eap_assets import cli, registry
+    from eap_assets.defs import training as training_defs
+
+    settings, _ = materialised
+    table, _ = _training_table(settings)
+    test_rows = table[table["split"] == "test"]
+    champion = _champion(settings, "binary")
+    templates = registry.eap_input(training_defs.eap_pool(settings, ROTATION, table), test_rows)
+    dt = settings.stimulus().dt
+    frame = registry.classify(templates, settings.probe, dt, champion)
+    proba = champion.predict_proba(templates)
+    assert len(frame) == len(test_rows) and list(frame["predicted"]) == list(np.asarray(["E", "I"])[proba.argmax(1)])
+    np.testing.assert_allclose(frame[["p_E", "p_I"]].to_numpy(), proba)
+    accuracy = float((frame["predicted"].to_numpy() == test_rows["ei"].to_numpy()).mean())
+    assert accuracy == float(champion.tags["test_accuracy"])  # the test set, classified as templates
+    # the command line, on a .npy of templates
+    np.save(tmp_path / "units.npy", templates)
+    out = tmp_path / "p.csv"
+    assert cli.main(["classify", str(tmp_path / "units.npy"), "--model", champion.name, "--probe", settings.probe,
+                     "--dt-ms", str(dt), "--data-dir", str(settings.data_path), "--out", str(out)]) == 0
+    np.testing.assert_allclose(pd.read_csv(out)[["p_E", "p_I"]].to_numpy(), proba, rtol=1e-6)
+    # what the model itself stores is checked (here with registry tags that would let the templates through)
+    with pytest.raises(ValueError, match=r"200 samples\); the waveform model .* takes raw EAPs of 100 contacts x "
+                                         r"224 samples"):
+        registry.classify(templates[:, :, :200], settings.probe, dt, replace(champion, n_samples=200))
+    with pytest.raises(ValueError, match="sampling step 0.05 ms does not match the 0.03125 ms the waveform model"):
+        registry.classify(templates, settings.probe, 0.05, replace(champion, dt_ms=0.05))
+    bad = templates.copy()
+    bad[0, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        registry.classify(bad, settings.probe, dt, champion)
+
+
+def test_feature_tables_hold_no_waveforms(materialised):
+    from eap_assets import registry
+
+    settings, _ = materialised
+    table, _ = _training_table(settings)
+    with pytest.raises(ValueError, match=r"model kind 'waveform' takes raw EAPs \(N, contacts, samples\) in µV, and "
+                                         r"feature tables hold no waveforms .*registry.eap_input\(pool, table\)"):
+        registry.model_input("waveform", table, settings.probe)
+    with pytest.raises(ValueError, match="model kind 'svm' unknown; choose one of cnn, lgbm, waveform"):
+        registry.model_input("svm", table, settings.probe)
+    assert registry.KINDS is models.KINDS and set(registry.INPUTS) == set(registry.REQUIREMENTS) == set(models.KINDS)
+
+
+def test_waveform_inputs_carry_the_feature_tables_noise(materialised):
+    """With recording noise on, the waveform model reads each EAP with the noise its feature-table row has."""
+    from eap_assets.core import noise, stages
+    from eap_assets.defs import training as training_defs
+
+    from .test_defs import SMALL
+
+    from eap_assets.defs.resources import SimulationSettings
+
+    settings, _ = materialised
+    noisy = SimulationSettings(**{**{f: getattr(settings, f) for f in SimulationSettings.model_fields},
+                                  "noise_rms_uv": 7.0})
+    table, _ = _training_table(settings)
+    rows = table[table["cell"] == SMALL]
+    x = training_defs.ModelInputs("waveform", noisy, ROTATION, rows).map(slice(None))
+    dataset = stages.load_current_eaps(settings.cell_model(SMALL), settings.eap_config(ROTATION), settings.stimulus(),
+                                       settings.data_path)
+    expected = noise.noisy_dataset(dataset, noisy.noise_config()).eaps[rows["eap_id"].to_numpy()]
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-3)
+    assert not np.allclose(x, np.asarray(dataset.eaps)[rows["eap_id"].to_numpy()], atol=1.0)

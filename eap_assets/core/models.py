@@ -49,6 +49,9 @@ from eap_assets.core.features import feature_columns
 
 #: The classification tasks of the paper.
 TASKS: tuple[str, ...] = ("binary", "mtype")
+#: Model kinds (registry names, Dagster assets ``<kind>_model``): the paper CNN, LightGBM on the 200
+#: amplitude/width features, and the waveform model (:mod:`eap_assets.core.waveform`).
+KINDS: tuple[str, ...] = ("cnn", "lgbm", "waveform")
 #: Classes of the binary task, in this order (label 0 = excitatory).
 BINARY_CLASSES: tuple[str, ...] = ("E", "I")
 #: The paper's 13 m-types in its Table I order.

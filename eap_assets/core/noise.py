@@ -27,7 +27,8 @@ draws from ``np.random.SeedSequence(entropy=[seed, sha256(key_1), ...], spawn_ke
 (entropy as :func:`eap_assets.core.eaps.partition_seed`): every EAP's noise is independent of
 every other EAP's, of the number of rows, of the chunking and of the order of processing;
 same seed, keys, copy and row => identical noise.  ``row_offset`` gives the index of the
-first row when an array is processed in parts.
+first row when an array is processed in parts; ``row_ids`` the index of every row when the rows
+are an arbitrary subset (e.g. the test rows of a split): row ``i`` gets the same noise either way.
 """
 
 from __future__ import annotations
@@ -178,11 +179,25 @@ def _noise_chunk(config: NoiseConfig, rows: range, n_contacts: int, n_samples: i
     return draws * np.float32(config.rms_uv / (band.gain if band is not None else 1.0))
 
 
+def _row_ids(n_rows: int, row_offset: int, row_ids: Sequence[int] | None) -> np.ndarray:
+    """Global index of each row: ``row_offset + arange(n_rows)``, or ``row_ids`` (checked)."""
+    _check_int("row_offset", row_offset, 0)
+    if row_ids is None:
+        return np.arange(row_offset, row_offset + n_rows)
+    if row_offset:
+        raise ValueError("give row_offset or row_ids, not both")
+    ids = np.asarray(row_ids)
+    if ids.shape != (n_rows,) or (ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0)):
+        raise ValueError(f"row_ids must be {n_rows} non-negative integers (one per EAP row), got shape {ids.shape} "
+                         f"dtype {ids.dtype}")
+    return ids
+
+
 def _chunks(config: NoiseConfig, n_rows: int, n_contacts: int, n_samples: int, dt: float, keys: Sequence[str],
-            copy: int, row_offset: int) -> Iterator[tuple[slice, np.ndarray]]:
+            copy: int, row_offset: int, row_ids: Sequence[int] | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """(local row slice, noise of those rows) in chunks of at most :data:`_CHUNK_ELEMENTS` samples."""
     _check_int("copy", copy, 0)
-    _check_int("row_offset", row_offset, 0)
+    ids = _row_ids(n_rows, row_offset, row_ids)
     entropy = partition_seed(config.seed, *(str(k) for k in keys)).entropy
     fs = config.check_sampling(dt)
     band = _band_filter(config, fs) if config.kind == "band" else None
@@ -190,12 +205,13 @@ def _chunks(config: NoiseConfig, n_rows: int, n_contacts: int, n_samples: int, d
     step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     for lo in range(0, n_rows, step):
         hi = min(n_rows, lo + step)
-        rows = range(row_offset + lo, row_offset + hi)
+        rows = ids[lo:hi]
         yield slice(lo, hi), _noise_chunk(config, rows, n_contacts, n_samples, entropy, copy, band)
 
 
 def recording_noise(n_eaps: int, n_contacts: int, n_samples: int, dt: float, config: NoiseConfig,
-                    keys: Sequence[str] = (), copy: int = 0, row_offset: int = 0) -> np.ndarray:
+                    keys: Sequence[str] = (), copy: int = 0, row_offset: int = 0,
+                    row_ids: Sequence[int] | None = None) -> np.ndarray:
     """The noise :func:`noisy_eaps` adds, on its own.
 
     Parameters
@@ -213,6 +229,8 @@ def recording_noise(n_eaps: int, n_contacts: int, n_samples: int, dt: float, con
         Index of the noisy copy (augmentation); copies are independent of each other.
     row_offset : int
         Global index of the first row (to process a dataset in parts).
+    row_ids : sequence of int, optional
+        Global index of every row (a subset of a dataset's rows); excludes ``row_offset``.
 
     Returns
     -------
@@ -223,13 +241,13 @@ def recording_noise(n_eaps: int, n_contacts: int, n_samples: int, dt: float, con
         _check_int(name, value, 0 if name == "n_eaps" else 1)
     out = np.zeros((n_eaps, n_contacts, n_samples), dtype=np.float32)
     if config.enabled:
-        for rows, noise in _chunks(config, n_eaps, n_contacts, n_samples, dt, keys, copy, row_offset):
+        for rows, noise in _chunks(config, n_eaps, n_contacts, n_samples, dt, keys, copy, row_offset, row_ids):
             out[rows] = noise
     return out
 
 
 def noisy_eaps(eaps: np.ndarray, dt: float, config: NoiseConfig, keys: Sequence[str] = (), copy: int = 0,
-               row_offset: int = 0) -> np.ndarray:
+               row_offset: int = 0, row_ids: Sequence[int] | None = None) -> np.ndarray:
     """EAPs plus recording noise, float32, computed in chunks of rows.
 
     Parameters
@@ -240,7 +258,7 @@ def noisy_eaps(eaps: np.ndarray, dt: float, config: NoiseConfig, keys: Sequence[
         Sampling step, ms.
     config : NoiseConfig
         Kind, RMS, band and seed.
-    keys, copy, row_offset
+    keys, copy, row_offset, row_ids
         See :func:`recording_noise`.
 
     Returns
@@ -263,7 +281,7 @@ def noisy_eaps(eaps: np.ndarray, dt: float, config: NoiseConfig, keys: Sequence[
         config.check_sampling(dt)
         out[...] = eaps
         return out
-    for rows, noise in _chunks(config, n_rows, n_contacts, n_samples, dt, keys, copy, row_offset):
+    for rows, noise in _chunks(config, n_rows, n_contacts, n_samples, dt, keys, copy, row_offset, row_ids):
         np.add(np.asarray(eaps[rows], dtype=np.float32), noise, out=out[rows])
     return out
 

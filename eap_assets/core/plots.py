@@ -203,3 +203,36 @@ def training_curve_figure(history, title: str) -> Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+#: Line style of each generalisation protocol (accuracy-vs-noise plots).
+PROTOCOL_STYLES = {"in_distribution": "-", "unseen_variants": "--", "unseen_distances": ":", "hold_out_type": "-."}
+
+
+def accuracy_vs_noise(summary, title: str, target: float | None = None) -> Figure:
+    """Accuracy (%) against recording-noise RMS (µV): one line per protocol x model kind.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        Index (protocol, kind), columns the noise levels (µV), values accuracy in % (as
+        :meth:`eap_assets.core.generalisation.GeneralisationResult.summary`).
+    title : str
+    target : float, optional
+        A target accuracy drawn as a horizontal line.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    kinds = sorted({kind for _, kind in summary.index})
+    colours = {kind: f"C{i}" for i, kind in enumerate(kinds)}
+    levels = np.asarray(summary.columns, dtype=float)
+    for (protocol, kind), row in summary.iterrows():
+        ax.plot(levels, row.to_numpy(dtype=float), PROTOCOL_STYLES.get(protocol, "-"), marker="o", ms=3,
+                color=colours[kind], label=f"{kind}, {protocol.replace('_', ' ')}")
+    if target is not None:
+        ax.axhline(target, color="0.5", lw=0.8)
+    ax.set_xlabel("noise RMS (µV)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    return fig

@@ -82,9 +82,18 @@ def eaps_key(config: EAPConfig, templates_key_: str) -> str:
     return settings_hash(config, eaps.CODE_VERSION, templates_key_)
 
 
-def features_key(eaps_key_: str) -> str:
-    """Key of a feature table: the feature code version and the key of its EAP dataset."""
-    return settings_hash(features.CODE_VERSION, eaps_key_)
+def features_key(eaps_key_: str, noise_key: str | None = None) -> str:
+    """Key of a feature table: the feature code version, the key of its EAP dataset and, when
+    recording noise is added before feature extraction, the noise's key (``NoiseConfig.key()``).
+
+    Without noise (``noise_key`` None, or the key every disabled ``NoiseConfig`` has) the key is
+    the noise-free one, unchanged from before noise existed: existing tables stay valid.
+    """
+    from eap_assets.core.noise import NoiseConfig
+
+    if noise_key is None or noise_key == NoiseConfig().key():
+        return settings_hash(features.CODE_VERSION, eaps_key_)
+    return settings_hash(features.CODE_VERSION, eaps_key_, noise_key)
 
 
 def templates_path(data_dir: Path, cell: str) -> Path:

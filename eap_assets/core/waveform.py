@@ -40,7 +40,7 @@ that fills the feature tables), so a fitted :class:`WaveformModel` classifies te
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -184,6 +184,15 @@ class WaveformModel:
                                                    self.components)
         return out
 
+    def projections(self, x: np.ndarray) -> np.ndarray:
+        """The PCA projections alone (N, n_components), float32: the last columns of :meth:`features`."""
+        x = self.check_input(x)
+        out = np.empty((len(x), len(self.components)), dtype=np.float32)
+        for i in range(0, len(x), TRANSFORM_CHUNK):
+            out[i:i + TRANSFORM_CHUNK] = (_projection_input(x[i:i + TRANSFORM_CHUNK], self.config)
+                                          - self.mean) @ self.components.T
+        return out
+
     # ---- prediction -----------------------------------------------------------------------
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -216,6 +225,29 @@ def _features(x: np.ndarray, dt: float, config: WaveformConfig, mean: np.ndarray
     return np.concatenate([amplitude, width, projection], axis=1).astype(np.float32)
 
 
+def projection_rows(n_rows: int, config: WaveformConfig, seed: int) -> np.ndarray:
+    """Which of ``n_rows`` training rows the PCA is fitted on: all, or a seeded sample of
+    ``config.max_fit_rows`` (sorted) -- the one draw every fit of the basis uses."""
+    rows = np.arange(n_rows)
+    if config.max_fit_rows is not None and n_rows > config.max_fit_rows:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7E]))
+        rows = np.sort(rng.choice(n_rows, config.max_fit_rows, replace=False))
+    return rows
+
+
+def cap_components(config: WaveformConfig, n_fit_rows: int, n_contacts: int, n_samples: int
+                   ) -> tuple[WaveformConfig, str | None]:
+    """``config`` with ``n_components`` capped at what a PCA of ``n_fit_rows`` waveforms can give
+    (the rows, the flattened window length), and a message saying so (None when unchanged).
+    A small training set (a quick run, a narrow protocol) then still trains."""
+    limit = max(1, min(n_fit_rows, n_contacts * len(range(n_samples)[config.samples(n_samples)])))
+    if config.n_components <= limit:
+        return config, None
+    return (replace(config, n_components=limit),
+            f"waveform model: n_components={config.n_components} capped at {limit} (the PCA is fitted on "
+            f"{n_fit_rows} training EAPs)")
+
+
 def fit_projection(x_train: np.ndarray, config: WaveformConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """PCA centre (F,) and basis (n_components, F) of the training waveforms (float32, randomized SVD).
 
@@ -226,10 +258,7 @@ def fit_projection(x_train: np.ndarray, config: WaveformConfig, seed: int) -> tu
     """
     from sklearn.decomposition import PCA
 
-    rows = np.arange(len(x_train))
-    if config.max_fit_rows is not None and len(rows) > config.max_fit_rows:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7E]))
-        rows = np.sort(rng.choice(len(rows), config.max_fit_rows, replace=False))
+    rows = projection_rows(len(x_train), config, seed)
     flat = _projection_input(x_train[rows] if len(rows) < len(x_train) else x_train, config)
     limit = min(flat.shape)
     if config.n_components > limit:
@@ -273,10 +302,6 @@ def train_waveform(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
         Wrong shapes (not 3-D, contacts / samples differ between train and validation), NaN / inf,
         bad labels, too many components, a non-positive ``dt``.
     """
-    if not isinstance(config, WaveformConfig):
-        raise ValueError(f"config must be a WaveformConfig, got {type(config).__name__}")
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive sampling step in ms, got {dt!r}")
     start = time.perf_counter()
     x_train = np.asarray(x_train, dtype=np.float32)
     x_val = np.asarray(x_val, dtype=np.float32)
@@ -288,14 +313,66 @@ def train_waveform(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
                          "(contacts, samples must match)")
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("train_waveform needs non-empty training and validation sets")
-    check_finite(x_train, "x_train contains")
     check_finite(x_val, "x_val contains")
+    model = fit_waveform_projection(x_train, config, seed, dt)
+    trained = fit_waveform_classifier(model, model.features(x_train), y_train, model.features(x_val), y_val,
+                                      n_classes, seed, classes)
+    trained.seconds = time.perf_counter() - start
+    return trained
+
+
+def fit_waveform_projection(x_train: np.ndarray, config: WaveformConfig, seed: int, dt: float = 2.0**-5
+                            ) -> WaveformModel:
+    """First half of :func:`train_waveform`: a :class:`WaveformModel` whose PCA basis is fitted on
+    ``x_train`` (raw training EAPs; only these rows, or ``config.max_fit_rows`` of them, shape it),
+    without a classifier yet.
+
+    With the basis fixed, :meth:`WaveformModel.features` can be computed chunk by chunk (e.g. one
+    cell's EAPs at a time, :func:`fit_waveform_classifier` after), so a large training set never
+    has to be in memory as raw waveforms.
+
+    Raises
+    ------
+    ValueError
+        Not a WaveformConfig, a non-positive ``dt``, ``x_train`` not 3-D / empty / with NaN or inf,
+        a window that does not fit, too many components.
+    """
+    if not isinstance(config, WaveformConfig):
+        raise ValueError(f"config must be a WaveformConfig, got {type(config).__name__}")
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive sampling step in ms, got {dt!r}")
+    x_train = np.asarray(x_train, dtype=np.float32)
+    if x_train.ndim != 3 or len(x_train) == 0:
+        raise ValueError(f"x_train must be raw EAPs of shape (N >= 1, contacts, samples), got shape {x_train.shape}")
+    check_finite(x_train, "x_train contains")
     config.samples(x_train.shape[2])  # window fits
     mean, components = fit_projection(x_train, config, seed)
-    model = WaveformModel(config, dt, x_train.shape[1], x_train.shape[2], mean, components)
-    fitted = models.train_lgbm(model.features(x_train), y_train, model.features(x_val), y_val, n_classes,
-                               config.lgbm, seed, classes)
+    return WaveformModel(config, dt, x_train.shape[1], x_train.shape[2], mean, components)
+
+
+def fit_waveform_classifier(model: WaveformModel, f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray,
+                            y_val: np.ndarray, n_classes: int, seed: int, classes: list[str] | None = None
+                            ) -> models.TrainedModel:
+    """Second half of :func:`train_waveform`: LightGBM (``model.config.lgbm``) on feature matrices
+    ``model.features(...)`` of the training and validation EAPs; the classifier is stored in ``model``.
+
+    Returns
+    -------
+    models.TrainedModel
+        ``model`` is the (now complete) :class:`WaveformModel`; history etc. are LightGBM's.
+
+    Raises
+    ------
+    ValueError
+        If the feature matrices do not have the model's width (as :func:`models.train_lgbm` for labels).
+    """
+    width = 2 * model.n_contacts + len(model.components)
+    for name, f in (("f_train", f_train), ("f_val", f_val)):
+        if np.ndim(f) != 2 or np.shape(f)[1] != width:
+            raise ValueError(f"{name} must be the model's features (N, {width}) (WaveformModel.features), "
+                             f"got shape {np.shape(f)}")
+    fitted = models.train_lgbm(f_train, y_train, f_val, y_val, n_classes, model.config.lgbm, seed, classes)
     model.classifier = fitted.model
     model.classes = fitted.classes
     return models.TrainedModel(model=model, history=fitted.history, best_step=fitted.best_step,
-                               steps_run=fitted.steps_run, seconds=time.perf_counter() - start, classes=fitted.classes)
+                               steps_run=fitted.steps_run, seconds=fitted.seconds, classes=fitted.classes)

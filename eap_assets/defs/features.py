@@ -1,11 +1,13 @@
 """Feature tables (Parquet, one per cell x rotation) and the per-rotation training tables."""
 
 
+from collections.abc import Iterable
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from eap_assets.core import cells, features, plots, splits, stages
+from eap_assets.core import cells, features, noise, plots, splits, stages
 from eap_assets.core.eaps import partition_seed
 from eap_assets.core.probe import get_probe
 from eap_assets.defs.eaps import eap_dataset, partition_cell_rotation
@@ -20,9 +22,22 @@ TRAINING_TABLE_VERSION = "training-table-1"
 
 
 def expected_features_key(settings: SimulationSettings, model: cells.CellModel, rotation: str) -> str:
-    """Key the feature table of ``model`` x ``rotation`` has under the current settings."""
+    """Key the feature table of ``model`` x ``rotation`` has under the current settings (recording
+    noise included; without noise, the noise-free key)."""
     return stages.features_key(stages.eaps_key(settings.eap_config(rotation),
-                                               stages.templates_key(model, settings.stimulus())))
+                                               stages.templates_key(model, settings.stimulus())),
+                               settings.noise_config().key())
+
+
+def paper_cells(settings: SimulationSettings, names: Iterable[str],
+                found: dict[str, cells.CellModel] | None = None) -> list[str]:
+    """The cell partitions among ``names`` that are not morphology variants (sorted): the cells of the
+    training tables. Variants (``CellModel.parent`` set) go through the cell and EAP stages only.
+
+    ``found``: models by name to look the names up in (default: ``settings.scan_models_with_variants()``).
+    """
+    found = settings.scan_models_with_variants() if found is None else found
+    return sorted(n for n in names if not settings.is_variant(n, found))
 
 
 def training_key(settings: SimulationSettings, feature_keys: dict[str, str]) -> str:
@@ -37,18 +52,40 @@ def training_key(settings: SimulationSettings, feature_keys: dict[str, str]) -> 
 @fail_fast
 def feature_table(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.Output[pd.DataFrame]:
     """One row per EAP: cell, m-type, E/I, rotation, soma position, rotation quaternion, spike index,
-    peak-to-peak, and the per-contact amplitude (µV) and width (ms) features (paper §II-C)."""
+    peak-to-peak, and the per-contact amplitude (µV) and width (ms) features (paper §II-C).
+
+    With recording noise (``settings.noise_rms_uv`` > 0, see :meth:`SimulationSettings.noise_config`)
+    the amplitude and width features are computed from the EAPs plus seeded noise
+    (:func:`eap_assets.core.noise.noisy_dataset`: same seed, cell and rotation => same noise), and
+    the key includes the noise's. ``peak_to_peak_uv`` stays the noise-free value: it is the quantity
+    the amplitude rule selected the EAPs by (the simulated EAP, not the recording), so the
+    ``feature_table_amplitude_rule`` check keeps its meaning with noise on; noise would otherwise
+    move EAPs near the rule across it.
+    """
     cell, rotation = partition_cell_rotation(context)
     model = settings.cell_model(cell)
+    config = settings.noise_config()
     dataset = stages.load_current_eaps(model, settings.eap_config(rotation), settings.stimulus(), settings.data_path)
-    table = features.feature_table(dataset, model.mtype, model.excitatory)
-    key = stages.features_key(dataset.provenance["settings_hash"])
+    if config.enabled:
+        try:
+            noisy = noise.noisy_dataset(dataset, config)
+        except ValueError as exc:  # e.g. a band reaching the Nyquist frequency of the EAPs' sampling
+            raise settings.noise_error(exc) from None
+        table = features.feature_table(noisy, model.mtype, model.excitatory)
+        clean = np.asarray(dataset.eaps)
+        table["peak_to_peak_uv"] = (clean.max(axis=-1) - clean.min(axis=-1)).max(axis=-1).astype(np.float32)
+    else:
+        table = features.feature_table(dataset, model.mtype, model.excitatory)
+    key = stages.features_key(dataset.provenance["settings_hash"], config.key())
     table.attrs["key"] = key
+    noise_metadata = ({"noise RMS (µV)": config.rms_uv, "noise kind": config.kind if config.kind == "white" else
+                       f"band {config.band_hz[0]:g}-{config.band_hz[1]:g} Hz"} if config.enabled
+                      else {"noise RMS (µV)": 0.0, "noise kind": "none"})
     return dg.Output(table, data_version=dg.DataVersion(key), metadata={
         "dagster/row_count": len(table), "columns": len(table.columns),
         "median amplitude at best contact (µV)": float(np.median(table["amplitude_max_uv"])),
         "median width at best contact (ms)": float(np.median(table["width_at_max_ms"])),
-        **key_metadata(key, True)})
+        **noise_metadata, **key_metadata(key, True)})
 
 
 def _contacts(settings: SimulationSettings) -> int:
@@ -85,7 +122,8 @@ def feature_table_row_count(context: dg.AssetCheckExecutionContext, feature_tabl
 
 @dg.asset_check(asset=feature_table, partitions_def=cell_rotation_partitions, blocking=True)
 def feature_table_amplitude_rule(feature_table: pd.DataFrame, settings: SimulationSettings) -> dg.AssetCheckResult:
-    """Every row's peak-to-peak reaches the amplitude rule (paper: 30 µV)."""
+    """Every row's peak-to-peak reaches the amplitude rule (paper: 30 µV). With recording noise the
+    column holds the noise-free peak-to-peak (see ``feature_table``), so the rule applies unchanged."""
     low = feature_table["peak_to_peak_uv"] < settings.min_amplitude - 1e-3
     return _result([f"{int(low.sum())} rows below {settings.min_amplitude} µV"] if low.any() else [],
                    **{"smallest peak-to-peak (µV)": float(feature_table["peak_to_peak_uv"].min())})
@@ -116,9 +154,14 @@ def feature_table_labels(context: dg.AssetCheckExecutionContext, feature_table: 
 def training_table(context: dg.AssetExecutionContext, settings: SimulationSettings,
                    feature_table: dict[str, pd.DataFrame]) -> dg.Output[pd.DataFrame]:
     """All cells' feature tables of one rotation with a seeded split column (``train`` /
-    ``validation`` / ``test``, stratified by cell: 10 % of each cell held out, as in the paper)."""
+    ``validation`` / ``test``, stratified by cell: 10 % of each cell held out, as in the paper).
+
+    Only cell partitions that are not morphology variants take part (:func:`paper_cells`): the
+    feature tables of variants may exist and are ignored here.
+    """
     rotation = context.partition_key
-    cell_names = sorted(context.instance.get_dynamic_partitions("cell_model"))
+    found = settings.scan_models_with_variants()  # one scan: variants, and the models of the key check
+    cell_names = paper_cells(settings, context.instance.get_dynamic_partitions("cell_model"), found)
     tables = {cell_rotation_partitions.get_partition_key_from_str(str(key)).keys_by_dimension["cell"]: t
               for key, t in feature_table.items()}
     empty = [c for c in cell_names if c in tables and not len(tables[c])]
@@ -130,7 +173,7 @@ def training_table(context: dg.AssetExecutionContext, settings: SimulationSettin
         raise stages.StaleInputError(f"training_table {rotation!r}: feature_table missing for {', '.join(missing)}; "
                                      f"materialise them first (or remove those cell partitions)")
     stale = [c for c in cell_names if tables[c].attrs.get("key") != expected_features_key(
-        settings, settings.cell_model(c), rotation)]
+        settings, found[c] if c in found else settings.cell_model(c), rotation)]
     if stale:
         raise stages.StaleInputError(f"training_table {rotation!r}: feature_table of {', '.join(stale)} was made "
                                      "with other settings; re-materialise eap_dataset and feature_table for them")
@@ -169,10 +212,11 @@ def training_table_split(training_table: pd.DataFrame, settings: SimulationSetti
 
 
 @dg.asset_check(asset=training_table, partitions_def=rotation_partitions, blocking=True)
-def training_table_cells(context: dg.AssetCheckExecutionContext,
-                         training_table: pd.DataFrame) -> dg.AssetCheckResult:
-    """Every cell partition is present, labels are in the known sets, and no EAP appears twice."""
-    expected = set(context.instance.get_dynamic_partitions("cell_model"))
+def training_table_cells(context: dg.AssetCheckExecutionContext, training_table: pd.DataFrame,
+                         settings: SimulationSettings) -> dg.AssetCheckResult:
+    """Every cell partition that is not a morphology variant is present (and no variant), labels are
+    in the known sets, and no EAP appears twice."""
+    expected = set(paper_cells(settings, context.instance.get_dynamic_partitions("cell_model")))
     problems = []
     if set(training_table["cell"]) != expected:
         problems.append(f"cells {sorted(set(training_table['cell']) ^ expected)} missing or unexpected")

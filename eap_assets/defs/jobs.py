@@ -6,9 +6,12 @@ import dagster as dg
 from eap_assets.defs.cells import cell_model, spike_templates
 from eap_assets.defs.eaps import eap_dataset
 from eap_assets.defs.features import feature_table, training_table
+from eap_assets.defs.generalisation import generalisation, generalisation_report
 from eap_assets.defs.partitions import rotation_partitions
 from eap_assets.defs.report import paper_comparison
-from eap_assets.defs.training import cnn_model, evaluation, hold_out_cell_type, lgbm_model, rotation_task_partitions
+from eap_assets.defs.training import (cnn_model, evaluation, hold_out_cell_type, lgbm_model, rotation_task_partitions,
+                                       waveform_model)
+from eap_assets.defs.variants import morphology_variants
 
 #: Cell model + spike templates of one cell (NEURON).
 cell_models_job = dg.define_asset_job(
@@ -25,16 +28,32 @@ training_tables_job = dg.define_asset_job(
     "training_tables_job", selection=dg.AssetSelection.assets(training_table, hold_out_cell_type),
     tags={"eap_assets/stage": "training"},
     description="Per-rotation training table with the seeded split; E/I on held-out cell types.")
-#: CNN + LightGBM of one rotation x task, then their evaluation (registry aliases follow the gate).
+#: Every model kind (CNN, LightGBM, waveform) of one rotation x task, then their evaluation (aliases follow the gate).
 models_job = dg.define_asset_job(
-    "models_job", selection=dg.AssetSelection.assets(cnn_model, lgbm_model, evaluation),
+    "models_job", selection=dg.AssetSelection.assets(cnn_model, lgbm_model, waveform_model, evaluation),
     tags={"eap_assets/stage": "training"},
     description="Train, log, register (promotion gate) and evaluate the classifiers of one rotation x task.")
 #: The report gathering every evaluation next to the paper.
 report_job = dg.define_asset_job("report_job", selection=dg.AssetSelection.assets(paper_comparison),
                                  description="Paper comparison report (Markdown + CSV).")
 
-JOBS = [cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job]
+#: Morphology variants of every BBP model (unpartitioned), registered as cell_model partitions.
+morphology_variants_job = dg.define_asset_job(
+    "morphology_variants_job", selection=dg.AssetSelection.assets(morphology_variants),
+    tags={"eap_assets/stage": "variants"},
+    description="Seeded morphology variants of every BBP model, added as cell_model partitions.")
+#: Generalisation of one rotation x task (noise sweep, unseen variants / distances / cell types).
+generalisation_job = dg.define_asset_job(
+    "generalisation_job", selection=dg.AssetSelection.assets(generalisation),
+    tags={"eap_assets/stage": "training"},
+    description="Every model kind under recording noise and on unseen morphology variants, distances and cell types.")
+#: The report over every rotation x task's generalisation result.
+generalisation_report_job = dg.define_asset_job(
+    "generalisation_report_job", selection=dg.AssetSelection.assets(generalisation_report),
+    description="Generalisation report (Markdown + CSV + plots) with the targets.")
+
+JOBS = [morphology_variants_job, cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job,
+        generalisation_job, generalisation_report_job]
 
 
 @dg.schedule(cron_schedule="0 4 * * 1", job=models_job, execution_timezone="UTC",
@@ -45,3 +64,4 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext) -> list[dg.RunReque
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return [dg.RunRequest(run_key=f"{day}-{key}", partition_key=key)
             for key in rotation_task_partitions.get_partition_keys()]
+

@@ -2,20 +2,27 @@
 
 
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from eap_assets.core import cells, linesource, stages
+from eap_assets.core import cells, linesource, stages, variants
 from eap_assets.core.eaps import EAPConfig
 from eap_assets.core.intracellular import StimulusConfig
+from eap_assets.core.noise import NoiseConfig
 
 #: Environment variables that set the defaults of :class:`SimulationSettings` for a deployment.
 ENV_DATA_DIR = "EAP_ASSETS_DATA_DIR"
 ENV_PRESET = "EAP_ASSETS_PRESET"
 ENV_MODEL_FOLDERS = "EAP_ASSETS_MODEL_FOLDERS"
+#: Settings field of each :class:`~eap_assets.core.noise.NoiseConfig` field (to name it in errors).
+NOISE_FIELDS = {"rms_uv": "noise_rms_uv", "kind": "noise_kind", "band_hz": "noise_band_hz", "seed": "seed"}
+#: Name suffix of a morphology variant (:meth:`eap_assets.core.variants.VariantSpec.suffix`): recognises
+#: a variant partition whose folder is not (or no longer) on disk.
+_VARIANT_SUFFIX = re.compile(r"_sx\d+\.\d{3}_sy\d+\.\d{3}_sz\d+\.\d{3}_j\d+\.\d_s\d+$")
 
 
 class SimulationSettings(dg.ConfigurableResource):
@@ -39,6 +46,18 @@ class SimulationSettings(dg.ConfigurableResource):
     test_fraction: float = Field(default=0.1, description="Share of each cell's EAPs held out for testing.")
     validation_fraction: float = Field(default=0.1, description="Share of the rest kept for validation.")
     force: bool = Field(default=False, description="Recompute even when an up-to-date artefact exists.")
+    noise_rms_uv: float = Field(default=0.0, description="RMS of recording noise added to EAPs before feature "
+                                                         "extraction, µV (0: none).")
+    noise_kind: str = Field(default="white", description="'white' (Gaussian) or 'band' (Gaussian band-passed "
+                                                         "to noise_band_hz).")
+    noise_band_hz: list[float] = Field(default=[300.0, 6000.0], description="Pass band (low, high) of 'band' "
+                                                                            "noise, Hz.")
+    variants_per_cell: int = Field(default=0, description="Morphology variants made of every BBP model and "
+                                                          "simulated like any model (0: none, the paper's 13 cells).")
+    variant_scale_range: list[float] = Field(default=[0.8, 1.2], description="Range (low, high) of each axis' "
+                                                                             "scale factor of a variant.")
+    variant_jitter_deg: float = Field(default=5.0, description="Largest rotation of a variant's branches about "
+                                                               "their attachment points, degrees (0: none).")
 
     @property
     def data_path(self) -> Path:
@@ -55,12 +74,85 @@ class SimulationSettings(dg.ConfigurableResource):
         return replace(EAPConfig(), probe=self.probe, n_eaps=n_eaps, rotation=rotation, medium=self.medium,
                        min_amplitude=self.min_amplitude, seed=self.seed)
 
+    @property
+    def variants_path(self) -> Path:
+        """Folder of the morphology variants (``morphology_variants``): ``<data_dir>/variants``."""
+        return self.data_path / "variants"
+
+    def noise_config(self) -> NoiseConfig:
+        """Recording noise of the feature stage (ValueError naming the settings field of a bad value).
+
+        Disabled (``noise_rms_uv == 0``) by default; then feature tables and their keys are the noise-free ones.
+        """
+        values = {"rms_uv": self.noise_rms_uv, "kind": self.noise_kind, "band_hz": tuple(self.noise_band_hz),
+                  "seed": self.seed}
+        try:
+            return NoiseConfig(**values)
+        except ValueError as exc:
+            raise self.noise_error(exc) from None
+
+    def noise_error(self, exc: ValueError) -> ValueError:
+        """``exc`` (raised by :class:`NoiseConfig`) restated with the name and value of the settings field."""
+        for name, field in NOISE_FIELDS.items():
+            if f"NoiseConfig.{name}" in str(exc):
+                return ValueError(f"settings.{field}={getattr(self, field)!r}: {exc}")
+        return ValueError(f"noise settings: {exc}")
+
+    def variant_factor_range(self) -> tuple[float, float]:
+        """``variant_scale_range`` as (low, high) (ValueError naming the field otherwise)."""
+        if len(self.variant_scale_range) != 2:
+            raise ValueError(f"settings.variant_scale_range must be [low, high], got {self.variant_scale_range!r}")
+        low, high = (float(f) for f in self.variant_scale_range)
+        return low, high
+
+    def variant_names(self, parent: str) -> list[str]:
+        """Names of the variants of model ``parent`` the current settings ask for (none when
+        ``variants_per_cell`` is 0); the same draw as :func:`eap_assets.core.variants.make_random_variants`."""
+        if self.variants_per_cell < 1:
+            return []
+        try:
+            specs = variants.draw_variant_specs(parent, self.variants_per_cell, self.variant_factor_range(),
+                                                self.variant_jitter_deg, self.seed)
+        except ValueError as exc:
+            raise ValueError(f"variant settings (variants_per_cell={self.variants_per_cell}, "
+                             f"variant_scale_range={self.variant_scale_range}, "
+                             f"variant_jitter_deg={self.variant_jitter_deg}): {exc}") from None
+        return [spec.variant_name(parent) for spec in specs]
+
     def model_roots(self) -> list[Path]:
-        return [cells.mearec_models_dir(), *(Path(f).expanduser() for f in self.model_folders)]
+        """Folders scanned for cell models: MEArec's, ``model_folders`` and, when ``variants_per_cell`` > 0,
+        :attr:`variants_path`."""
+        roots = [cells.mearec_models_dir(), *(Path(f).expanduser() for f in self.model_folders)]
+        return [*roots, self.variants_path] if self.variants_per_cell > 0 else roots
 
     def scan_models(self) -> tuple[dict[str, cells.CellModel], dict[str, str]]:
-        """Valid models by name, and folder -> problem for the folders that are not valid models."""
-        return cells.scan_cell_models(self.model_roots())
+        """Valid models by name, and folder -> problem for the folders that are not valid models.
+
+        A variants folder that does not exist yet (``morphology_variants`` not materialised) is no problem.
+        """
+        found, problems = cells.scan_cell_models(self.model_roots())
+        problems.pop(str(self.variants_path), None)
+        return found, problems
+
+    def is_variant(self, name: str, models: dict[str, cells.CellModel] | None = None) -> bool:
+        """Whether cell model ``name`` is a morphology variant (``CellModel.parent`` set).
+
+        ``models``: a scan to look it up in (default: :meth:`scan_models` plus :attr:`variants_path`, so
+        that variants made earlier are recognised even with ``variants_per_cell`` = 0). A name found in
+        no scan is a variant if it ends in a variant suffix (its folder was removed).
+        """
+        if models is None:
+            models = self.scan_models_with_variants()
+        if name in models:
+            return models[name].parent is not None
+        return bool(_VARIANT_SUFFIX.search(name))
+
+    def scan_models_with_variants(self) -> dict[str, cells.CellModel]:
+        """Valid models of :meth:`model_roots` and of :attr:`variants_path` if it exists, by name."""
+        roots = self.model_roots()
+        if self.variants_path not in roots and self.variants_path.is_dir():
+            roots.append(self.variants_path)
+        return cells.scan_cell_models(roots)[0]
 
     def cell_model(self, name: str) -> cells.CellModel:
         """One model by name (CellModelError naming it and what is wrong otherwise)."""

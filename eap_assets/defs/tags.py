@@ -20,6 +20,11 @@ RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "tables": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     # TensorFlow: the CNN (batches of 1000 images) and the evaluation that loads it
     "tensorflow": {"requests": {"cpu": "1", "memory": "3Gi"}, "limits": {"memory": "4Gi"}},
+    # generalisation of one rotation x task: a pass over every cell's EAPs (one cell at a time) into feature
+    # matrices (~1 GB with variants at paper scale), then LightGBM / CNN / waveform trainings on them
+    "generalisation": {"requests": {"cpu": "1", "memory": "3Gi"}, "limits": {"memory": "5Gi"}},
+    # morphology variants: copy model folders, rewrite their .asc files (seconds, a few MB)
+    "variants": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
 }
 
 
@@ -29,7 +34,7 @@ def k8s_op_tags(kind: str) -> dict[str, str]:
     Parameters
     ----------
     kind : str
-        ``neuron``, ``eaps``, ``tables`` or ``tensorflow``.
+        ``neuron``, ``eaps``, ``tables``, ``tensorflow`` or ``variants``.
 
     Returns
     -------

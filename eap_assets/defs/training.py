@@ -1,5 +1,14 @@
-"""Classifiers per rotation x task (paper CNN, LightGBM), their evaluation against the paper,
-the hold-one-cell-type-out E/I test, and the paper comparison report; MLflow tracking and registry."""
+"""Classifiers per rotation x task, their evaluation against the paper, the hold-one-cell-type-out
+E/I test, and the paper comparison report; MLflow tracking and registry.
+
+One asset per model kind (:data:`eap_assets.registry.KINDS`), all trained, logged, registered,
+gated and evaluated by the same code (:func:`_fit_and_register`, :func:`evaluation`): ``cnn_model``
+(the paper CNN on the amplitude/width images), ``lgbm_model`` (LightGBM on the 200 features) and
+``waveform_model`` (:mod:`eap_assets.core.waveform`: PCA of the raw EAP waveforms + the features ->
+LightGBM). The first two read their inputs from the training table; the waveform model reads the
+raw EAPs of the table's rows from the cells' memory-mapped EAP datasets
+(:class:`~eap_assets.core.pool.EAPPool`), one cell at a time, never the whole training set at once.
+"""
 
 import json
 import os
@@ -15,8 +24,9 @@ from pydantic import Field
 
 from eap_assets import registry
 from eap_assets.core import evaluation as scoring
-from eap_assets.core import models, paper, plots, stages
+from eap_assets.core import models, paper, plots, stages, waveform
 from eap_assets.core.eaps import partition_seed
+from eap_assets.core.pool import EAPPool
 from eap_assets.core.storage import atomic_path, atomic_write_text, file_lock
 from eap_assets.defs.metadata import figure_metadata, markdown_table
 from eap_assets.defs.partitions import rotation_partitions
@@ -54,6 +64,13 @@ class TrainingSettings(dg.ConfigurableResource):
     lgbm_num_leaves: int = 31
     lgbm_max_bin: int = Field(default=63, description="Histogram bins per feature (LightGBM default 255).")
     lgbm_early_stopping_rounds: int | None = Field(default=20, description="On the validation split.")
+    waveform_components: int = Field(default=100, description="Waveform model: principal components of the "
+                                                              "flattened EAP waveforms (capped at the rows the "
+                                                              "PCA is fitted on).")
+    waveform_decimate: int = Field(default=2, description="Waveform model: keep every n-th sample (2: 16 kHz).")
+    waveform_max_fit_rows: int | None = Field(default=4000, description="Waveform model: fit the PCA on at most "
+                                                                        "this many training EAPs (seeded "
+                                                                        "subsample); None = all.")
     threads: int = Field(default=1, description="Threads per training process (one process per core).")
 
     def cnn_config(self) -> models.CNNConfig:
@@ -66,6 +83,18 @@ class TrainingSettings(dg.ConfigurableResource):
         return models.LGBMConfig(n_estimators=self.lgbm_n_estimators, learning_rate=self.lgbm_learning_rate,
                                  num_leaves=self.lgbm_num_leaves, early_stopping_rounds=self.lgbm_early_stopping_rounds,
                                  threads=self.threads, max_bin=self.lgbm_max_bin)
+
+    def waveform_config(self) -> waveform.WaveformConfig:
+        """The waveform model's settings; its LightGBM is :meth:`lgbm_config`."""
+        return waveform.WaveformConfig(n_components=self.waveform_components, decimate=self.waveform_decimate,
+                                       max_fit_rows=self.waveform_max_fit_rows, lgbm=self.lgbm_config())
+
+    def config_for(self, kind: str) -> models.CNNConfig | models.LGBMConfig | waveform.WaveformConfig:
+        """The training settings of a model kind (:data:`eap_assets.registry.KINDS`)."""
+        configs = {"cnn": self.cnn_config, "lgbm": self.lgbm_config, "waveform": self.waveform_config}
+        if kind not in configs:
+            raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(registry.KINDS)}")
+        return configs[kind]()
 
 
 #: The paper's CNN schedule (``TrainingSettings(**PAPER_CNN)``): 5000 steps of 1000, Adam 5e-4, no early stopping.
@@ -98,13 +127,20 @@ class MLflowTracking(dg.ConfigurableResource):
 
 
 #: Code versions of the training-side assets (part of their keys).
-CODE_VERSIONS = {"cnn": "cnn-1", "lgbm": "lgbm-1", "evaluation": "evaluation-1", "hold_out": "hold-out-1"}
+CODE_VERSIONS = {"cnn": "cnn-1", "lgbm": "lgbm-1", "waveform": "waveform-1", "evaluation": "evaluation-2",
+                 "hold_out": "hold-out-1"}
 
 
 def model_key(kind: str, training_table_key: str, training: TrainingSettings) -> str:
-    """Key of a model / evaluation / hold-out result: its training table, the training settings, the code."""
-    config = training.cnn_config() if kind in ("cnn", "evaluation") else training.lgbm_config()
-    parts = [asdict(config)] if kind != "evaluation" else [asdict(training.cnn_config()), asdict(training.lgbm_config())]
+    """Key of a model / evaluation / hold-out result: its training table, the training settings, the code.
+
+    A model kind's key holds its own settings; the evaluation's those of every kind; the hold-out
+    test's LightGBM's.
+    """
+    if kind == "evaluation":
+        parts = [asdict(training.config_for(k)) for k in registry.KINDS]
+    else:
+        parts = [asdict(training.config_for("lgbm" if kind == "hold_out" else kind))]
     return stages.settings_hash(training_table_key, kind, CODE_VERSIONS[kind], *parts)
 
 
@@ -121,6 +157,77 @@ def _seed(settings: SimulationSettings, *keys: str) -> int:
     return int(partition_seed(settings.seed, *keys).generate_state(1)[0] % (2**31 - 1))
 
 
+def eap_pool(settings: SimulationSettings, rotation: str, table: pd.DataFrame) -> EAPPool:
+    """An :class:`EAPPool` of the current (memory-mapped) EAP datasets of the cells of ``table``
+    (a training table of ``rotation``), labelled from the table.
+
+    Raises
+    ------
+    StaleInputError
+        If a cell's EAP dataset is missing or was made with other settings.
+    """
+    labels = table.groupby("cell", sort=False, observed=True)[["mtype", "excitatory"]].first()
+    datasets = [stages.load_current_eaps(settings.cell_model(cell), settings.eap_config(rotation),
+                                         settings.stimulus(), settings.data_path) for cell in labels.index]
+    return EAPPool(datasets, {cell: (cell, str(row.mtype), bool(row.excitatory)) for cell, row in labels.iterrows()})
+
+
+class ModelInputs:
+    """What a model kind takes for any subset of a training table's rows.
+
+    ``cnn`` / ``lgbm``: the images / features of the table (:func:`registry.model_input`).
+    ``waveform``: the raw EAPs of the rows, read from an :class:`EAPPool` of the table's cells one
+    cell at a time (with the feature tables' recording noise, if any), so that only the rows asked
+    for, and with :meth:`map` only one cell's, are ever in memory.
+    """
+
+    def __init__(self, kind: str, settings: SimulationSettings, rotation: str, table: pd.DataFrame):
+        self.kind = kind
+        self.pool: EAPPool | None = None
+        if registry.INPUTS[kind] == "eaps":
+            self.pool = eap_pool(settings, rotation, table)
+            self.rows = self.pool.rows_of(table["cell"].to_numpy(), table["eap_id"].to_numpy())
+            noise = settings.noise_config()
+            self.noise, self.levels = (noise, noise.rms_uv) if noise.enabled else (None, 0.0)
+        else:
+            self.x = registry.model_input(kind, table, settings.probe)
+
+    def map(self, select, fn=None) -> np.ndarray:
+        """``fn`` (default: none) applied to the inputs of the rows ``select`` (boolean mask, indices
+        or slice of the table's rows); raw EAPs are read, and ``fn`` applied, one cell at a time."""
+        if self.pool is None:
+            x = self.x[select]
+            return x if fn is None else fn(x)
+        return self.pool.map(self.rows[select], fn or _identity, self.noise, self.levels)
+
+
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _fit_waveform(inputs: ModelInputs, y: np.ndarray, train: np.ndarray, val: np.ndarray, n_classes: int,
+                  config: waveform.WaveformConfig, seed: int, classes: list[str], log) -> models.TrainedModel:
+    """The waveform model from the pool, cell by cell: the PCA on a seeded subsample of at most
+    ``config.max_fit_rows`` training EAPs (the only raw EAPs held at once; the same draw as
+    :func:`eap_assets.core.waveform.fit_projection`, so the model is :func:`~eap_assets.core.waveform.train_waveform`'s
+    on the same rows), then the features of the train / validation rows one cell at a time, then LightGBM.
+
+    ``n_components`` is capped at what the PCA can give (the rows it is fitted on, the flattened
+    waveform length), with a warning: a small table (e.g. a quick run) still trains.
+    """
+    start = time.perf_counter()
+    train_rows = np.flatnonzero(train)
+    fit_rows = train_rows[waveform.projection_rows(len(train_rows), config, seed)]
+    config, capped = waveform.cap_components(config, len(fit_rows), *inputs.pool.shape)
+    if capped:
+        log(capped)
+    model = waveform.fit_waveform_projection(inputs.map(fit_rows), config, seed, inputs.pool.dt)
+    trained = waveform.fit_waveform_classifier(model, inputs.map(train, model.features), y[train],
+                                               inputs.map(val, model.features), y[val], n_classes, seed, classes)
+    trained.seconds = time.perf_counter() - start
+    return trained
+
+
 def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: SimulationSettings,
                       training: TrainingSettings, tracking: MLflowTracking, table: pd.DataFrame) -> dg.MaterializeResult:
     """Train one model kind on a rotation's training table, log it to MLflow, register it and apply the gate."""
@@ -128,29 +235,36 @@ def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: Si
 
     rotation, task = partition_rotation_task(context)
     y, classes = models.task_labels(table, task)
-    x = registry.model_input(kind, table, settings.probe)
+    inputs = ModelInputs(kind, settings, rotation, table)
     split = table["split"].to_numpy()
     train, val, test = (split == "train"), (split == "validation"), (split == "test")
     name = registry.model_name(kind, rotation, task)
     seed = _seed(settings, kind, rotation, task)
-    config = training.cnn_config() if kind == "cnn" else training.lgbm_config()
+    config = training.config_for(kind)
     stimulus = settings.stimulus()
     with tracking.run(context, settings, f"{kind} {rotation} {task}") as run:
-        mlflow.log_params({**asdict(config), "kind": kind, "rotation": rotation, "task": task, "seed": seed,
-                           "n_train": int(train.sum()), "n_validation": int(val.sum()), "n_test": int(test.sum()),
-                           "classes": len(classes), "training_table_key": table.attrs.get("key")})
-        if kind == "cnn":
-            trained = models.train_cnn(x[train], y[train], x[val], y[val], len(classes), config, seed,
+        mlflow.log_params({**_flat_params(asdict(config)), "kind": kind, "rotation": rotation, "task": task,
+                           "seed": seed, "n_train": int(train.sum()), "n_validation": int(val.sum()),
+                           "n_test": int(test.sum()), "classes": len(classes),
+                           "training_table_key": table.attrs.get("key")})
+        if kind == "cnn":  # metrics logged as it trains
+            trained = models.train_cnn(inputs.map(train), y[train], inputs.map(val), y[val], len(classes), config, seed,
                                        on_step=lambda step, metrics: mlflow.log_metrics(metrics, step=step))
+        elif kind == "lgbm":
+            trained = models.train_lgbm(inputs.map(train), y[train], inputs.map(val), y[val], len(classes), config,
+                                        seed)
         else:
-            trained = models.train_lgbm(x[train], y[train], x[val], y[val], len(classes), config, seed)
+            trained = _fit_waveform(inputs, y, train, val, len(classes), config, seed, classes, context.log.warning)
+            if trained.model.config != config:  # n_components capped on a small table
+                mlflow.log_param("effective_n_components", trained.model.config.n_components)
+        if "iteration" in trained.history.columns:  # boosting (lgbm, waveform): validation metrics per round
             for row in trained.history.itertuples(index=False):
                 mlflow.log_metrics({k: float(v) for k, v in row._asdict().items() if k != "iteration"},
                                    step=int(row.iteration))
-        test_accuracy = float((trained.predict_proba(x[test]).argmax(axis=1) == y[test]).mean())
+        test_accuracy = float((inputs.map(test, trained.predict_proba).argmax(axis=1) == y[test]).mean())
         mlflow.log_metrics({"test_accuracy": test_accuracy, "train_seconds": trained.seconds,
                             "steps_run": trained.steps_run, "best_step": trained.best_step})
-        version = registry.log_model(trained.model, kind, name, x[:8], tags={
+        version = registry.log_model(trained.model, kind, name, inputs.map(slice(0, 8)), tags={
             "kind": kind, "rotation": rotation, "task": task, "classes": list(classes), "input": registry.INPUTS[kind],
             "probe": settings.probe, "dt_ms": stimulus.dt, "n_samples": stimulus.n_samples,
             "test_accuracy": repr(test_accuracy), "training_table_key": table.attrs.get("key"),
@@ -160,36 +274,61 @@ def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: Si
         run_id = run.info.run_id
     per_step = trained.seconds / max(trained.steps_run, 1)
     folder = settings.data_path / "models" / kind / rotation
+    extra = {"components": trained.model.config.n_components} if kind == "waveform" else {}
     return dg.MaterializeResult(metadata={"key": model_key(kind, table.attrs.get("key"), training),
         "test accuracy": test_accuracy, "registered model": name, "version": int(version.version), "alias": alias,
         "mlflow run id": run_id, "steps run": trained.steps_run, "best step": trained.best_step,
         "train seconds": round(trained.seconds, 1),
         ("ms per step" if kind == "cnn" else "ms per round"): round(1000 * per_step, 2),
-        "classes": len(classes), **figure_metadata(curve, folder / f"{task}_curve.png", "training curve")})
+        "classes": len(classes), **extra, **figure_metadata(curve, folder / f"{task}_curve.png", "training curve")})
+
+
+def _flat_params(config: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """A config's ``asdict`` with nested settings flattened (``lgbm.num_leaves``): one MLflow param each."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 _MODEL_INS = {"training_table": dg.AssetIn(partition_mapping=BY_ROTATION)}
 
 
-@dg.asset(partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models", kinds={"tensorflow", "mlflow"},
-          code_version=CODE_VERSIONS["cnn"], pool="training", op_tags=k8s_op_tags("tensorflow"),
-          retry_policy=TRANSIENT_RETRY)
-@fail_fast
-def cnn_model(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
-              mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
-    """The paper's CNN on the amplitude/width images, trained on the rotation's train split
-    (validation split for monitoring / early stopping), logged and registered in MLflow."""
-    return _fit_and_register("cnn", context, settings, training, mlflow_tracking, training_table)
+#: Per model kind: Dagster "kinds" tags, kind of work (Kubernetes resources) and description.
+_MODEL_ASSETS = {
+    "cnn": ({"tensorflow", "mlflow"}, "tensorflow",
+            "The paper's CNN on the amplitude/width images, trained on the rotation's train split (validation "
+            "split for monitoring / early stopping), logged and registered in MLflow."),
+    "lgbm": ({"lightgbm", "mlflow"}, "tables",
+             "LightGBM on the same 200 amplitude/width features and the same split, logged and registered."),
+    "waveform": ({"lightgbm", "mlflow"}, "tables",
+                 "The waveform model (PCA of the raw EAP waveforms + the 200 features -> LightGBM) on the same "
+                 "split, its EAPs read from the cells' EAP datasets one cell at a time; logged and registered."),
+}
 
 
-@dg.asset(partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models", kinds={"lightgbm", "mlflow"},
-          code_version=CODE_VERSIONS["lgbm"], pool="training", op_tags=k8s_op_tags("tables"),
-          retry_policy=TRANSIENT_RETRY)
-@fail_fast
-def lgbm_model(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
+def model_asset(kind: str) -> dg.AssetsDefinition:
+    """The ``<kind>_model`` asset: one rotation x task's model of ``kind`` trained, logged, registered and
+    gated by :func:`_fit_and_register` (the model kind is configuration, not a copy of the training code)."""
+    tags, work, description = _MODEL_ASSETS[kind]
+
+    @dg.asset(name=f"{kind}_model", partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models",
+              kinds=tags, code_version=CODE_VERSIONS[kind], pool="training", op_tags=k8s_op_tags(work),
+              retry_policy=TRANSIENT_RETRY, description=description)
+    @fail_fast
+    def _model(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
                mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
-    """LightGBM on the same 200 amplitude/width features and the same split, logged and registered."""
-    return _fit_and_register("lgbm", context, settings, training, mlflow_tracking, training_table)
+        return _fit_and_register(kind, context, settings, training, mlflow_tracking, training_table)
+
+    return _model
+
+
+cnn_model, lgbm_model, waveform_model = (model_asset(kind) for kind in ("cnn", "lgbm", "waveform"))
+if tuple(_MODEL_ASSETS) != models.KINDS:  # a new kind needs its entry here (evaluation loops over KINDS)
+    raise RuntimeError(f"model assets {tuple(_MODEL_ASSETS)} do not match models.KINDS {models.KINDS}")
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict[str, object]:
@@ -216,7 +355,7 @@ def evaluation_path(settings: SimulationSettings, rotation: str, task: str):
     return settings.data_path / "evaluation" / rotation / f"{task}.json"
 
 
-@dg.asset(partitions_def=rotation_task_partitions, deps=[cnn_model, lgbm_model], ins=_MODEL_INS,
+@dg.asset(partitions_def=rotation_task_partitions, deps=[cnn_model, lgbm_model, waveform_model], ins=_MODEL_INS,
           group_name="models", kinds={"mlflow"}, code_version=CODE_VERSIONS["evaluation"],
           op_tags=k8s_op_tags("tensorflow"),
           retry_policy=TRANSIENT_RETRY)
@@ -224,8 +363,9 @@ def evaluation_path(settings: SimulationSettings, rotation: str, task: str):
 def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
                mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
     """Held-out test set: per-cell-type accuracy (Table II), summary over cell types (Table III),
-    confusion matrices (Fig. 4) of the CNN and LightGBM versions just trained, the classic
-    narrow/broad width rule (binary task; threshold tuned on the train split), the paper beside ours."""
+    confusion matrices (Fig. 4) of the versions of every model kind just trained (CNN, LightGBM,
+    waveform model: its test EAPs read from the EAP datasets), the classic narrow/broad width rule
+    (binary task; threshold tuned on the train split), the paper beside ours."""
     import mlflow
 
     rotation, task = partition_rotation_task(context)
@@ -241,7 +381,8 @@ def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, 
         name = registry.model_name(kind, rotation, task)
         loaded = registry.load_registered(name, version=str(trained[kind]["version"]))
         versions[kind] = loaded.version
-        pred = loaded.predict_proba(registry.model_input(kind, training_table[test], settings.probe)).argmax(axis=1)
+        inputs = ModelInputs(kind, settings, rotation, training_table[test])
+        pred = inputs.map(slice(None), loaded.predict_proba).argmax(axis=1)
         results[kind] = scoring.evaluate(y[test], pred, classes, cell_types[test])
     if task == "binary":
         rule = models.fit_width_rule(training_table.loc[split == "train", "width_at_max_ms"].to_numpy(),
