@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the local Dagster instance, skipping up-to-date partitions")
     _common(p)
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
-    p.add_argument("--stages", default="variants,cells,eaps,training,models,report",
+    p.add_argument("--stages", default="variants,cells,eaps,training,models,report",  # run.DEFAULT_STAGES
                    help="comma-separated subset of variants,cells,eaps,training,models,generalisation,report "
                         "(variants: only with --variants N; generalisation: noise sweep, unseen variants / "
                         "distances / cell types, then the generalisation report)")

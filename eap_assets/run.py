@@ -42,6 +42,9 @@ from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_
 from eap_assets.local import ensure_dagster_home
 
 STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "generalisation", "report")
+#: What ``eap-assets run`` / ``make run`` do unless told otherwise: everything but the generalisation
+#: stage (``make generalisation`` adds it).
+DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s != "generalisation")
 Log = Callable[[str], None]
 
 
