@@ -68,8 +68,8 @@ results: compile
 	$(MAKE) results-doc
 
 ## honest generalisation at paper scale: morphology variants, every model kind, recording noise 0-40 µV, unseen
-## variants / distances / cell types; data/reports/generalisation.md, appended to docs/results.md (~1 h from a
-## `make run RUN_ARGS=` data directory, most of it NEURON for the 39 variants)
+## variants / distances / cell types; data/reports/generalisation.md, appended to docs/results.md (from a
+## `make run RUN_ARGS=` data directory: NEURON for the 39 variants, then the two generalisation runs, ~1 h each)
 generalisation: compile
 	$(BIN)/eap-assets run $(GENERALISATION_ARGS) --stages variants,cells,eaps,training,models,generalisation
 	$(MAKE) results-doc
