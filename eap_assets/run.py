@@ -33,8 +33,9 @@ from eap_assets.core import cells, stages
 from eap_assets.core.mechanisms import MechanismError
 from eap_assets.core.models import KINDS, TASKS
 from eap_assets.defs.features import expected_features_key, training_key
+from eap_assets.defs.eaps import pool_models
 from eap_assets.defs.generalisation import (GeneralisationSettings, generalisation_key, generalisation_result_key,
-                                            pool_cells, pool_models)
+                                            pool_cells)
 from eap_assets.defs.io import stored_parquet_key
 from eap_assets.defs.partitions import cell_partitions, cell_rotation_key, rotation_partitions
 from eap_assets.defs.resources import SimulationSettings

@@ -5,8 +5,9 @@
 import dagster as dg
 import numpy as np
 
-from eap_assets.core import eaps, plots, stages
+from eap_assets.core import cells, eaps, plots, stages
 from eap_assets.core.eaps import EAPDataset
+from eap_assets.core.pool import EAPPool
 from eap_assets.core.probe import get_probe
 from eap_assets.defs.cells import spike_templates
 from eap_assets.defs.metadata import figure_metadata, key_metadata
@@ -91,3 +92,26 @@ def eap_dataset_amplitude_rule(context: dg.AssetCheckExecutionContext,
         metadata={"smallest peak-to-peak (µV)": float(p2p.min()), "rule (µV)": settings.min_amplitude},
         description=f"{below.size} EAPs below {settings.min_amplitude} µV (rows {below[:10].tolist()})"
         if below.size else None)
+
+
+def pool_models(settings: SimulationSettings, names) -> list[cells.CellModel]:
+    """The cell models called ``names`` (one scan of the model folders; CellModelError naming a missing one)."""
+    found, _ = settings.scan_models()
+    return [found[n] if n in found else settings.cell_model(n) for n in names]
+
+
+def load_pool(settings: SimulationSettings, rotation: str, names) -> EAPPool:
+    """The current EAP datasets of ``rotation`` of the cells ``names`` (labels: a variant has its parent's).
+
+    Raises
+    ------
+    CellModelError, StaleInputError
+        Naming a cell that is not a model under the settings, or whose EAP dataset is missing or stale.
+    """
+    datasets, labels = [], {}
+    for model in pool_models(settings, names):
+        name = model.name
+        datasets.append(stages.load_current_eaps(model, settings.eap_config(rotation), settings.stimulus(),
+                                                 settings.data_path))
+        labels[name] = (model.parent or name, model.mtype, model.excitatory)
+    return EAPPool(datasets, labels)

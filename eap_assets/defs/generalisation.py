@@ -14,10 +14,9 @@ from pydantic import Field
 from eap_assets import registry
 from eap_assets.core import generalisation as gen
 from eap_assets.core import models, plots, stages
-from eap_assets.core.pool import EAPPool
 from eap_assets.core.report import generalisation_markdown
 from eap_assets.core.storage import atomic_path
-from eap_assets.defs.eaps import eap_dataset
+from eap_assets.defs.eaps import eap_dataset, load_pool
 from eap_assets.defs.metadata import figure_metadata, markdown_table
 from eap_assets.defs.partitions import rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
@@ -70,29 +69,6 @@ def pool_cells(settings: SimulationSettings, parents) -> list[str]:
     morphology variants of each that the current settings ask for (:meth:`SimulationSettings.variant_names`)."""
     parents = sorted(set(parents))
     return parents + [v for p in parents for v in settings.variant_names(p)]
-
-
-def pool_models(settings: SimulationSettings, names) -> list:
-    """The cell models called ``names`` (one scan of the model folders; CellModelError naming a missing one)."""
-    found, _ = settings.scan_models()
-    return [found[n] if n in found else settings.cell_model(n) for n in names]
-
-
-def load_pool(settings: SimulationSettings, rotation: str, names) -> EAPPool:
-    """The current EAP datasets of ``rotation`` of the cells ``names`` (labels: a variant has its parent's).
-
-    Raises
-    ------
-    CellModelError, StaleInputError
-        Naming a cell that is not a model under the settings, or whose EAP dataset is missing or stale.
-    """
-    datasets, labels = [], {}
-    for model in pool_models(settings, names):
-        name = model.name
-        datasets.append(stages.load_current_eaps(model, settings.eap_config(rotation), settings.stimulus(),
-                                                 settings.data_path))
-        labels[name] = (model.parent or name, model.mtype, model.excitatory)
-    return EAPPool(datasets, labels)
 
 
 def result_path(settings: SimulationSettings, rotation: str, task: str):

@@ -29,6 +29,7 @@ from eap_assets.core.eaps import partition_seed
 from eap_assets.core.pool import EAPPool
 from eap_assets.core.storage import atomic_path, atomic_write_text, file_lock
 from eap_assets.defs.metadata import figure_metadata, markdown_table
+from eap_assets.defs.eaps import load_pool
 from eap_assets.defs.partitions import rotation_partitions
 from eap_assets.defs.resources import SimulationSettings
 from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
@@ -158,7 +159,7 @@ def _seed(settings: SimulationSettings, *keys: str) -> int:
 
 
 def eap_pool(settings: SimulationSettings, rotation: str, table: pd.DataFrame) -> EAPPool:
-    """An :class:`EAPPool` of the current (memory-mapped) EAP datasets of the cells of ``table``
+    """An :class:`EAPPool` of the current (memory-mapped) EAP datasets of the cells of ``table`` (:func:`load_pool`)
     (a training table of ``rotation``), labelled from the table.
 
     Raises
@@ -166,10 +167,7 @@ def eap_pool(settings: SimulationSettings, rotation: str, table: pd.DataFrame) -
     StaleInputError
         If a cell's EAP dataset is missing or was made with other settings.
     """
-    labels = table.groupby("cell", sort=False, observed=True)[["mtype", "excitatory"]].first()
-    datasets = [stages.load_current_eaps(settings.cell_model(cell), settings.eap_config(rotation),
-                                         settings.stimulus(), settings.data_path) for cell in labels.index]
-    return EAPPool(datasets, {cell: (cell, str(row.mtype), bool(row.excitatory)) for cell, row in labels.iterrows()})
+    return load_pool(settings, rotation, pd.unique(table["cell"]))
 
 
 class ModelInputs:
