@@ -159,8 +159,8 @@ def _seed(settings: SimulationSettings, *keys: str) -> int:
 
 
 def eap_pool(settings: SimulationSettings, rotation: str, table: pd.DataFrame) -> EAPPool:
-    """An :class:`EAPPool` of the current (memory-mapped) EAP datasets of the cells of ``table`` (:func:`load_pool`)
-    (a training table of ``rotation``), labelled from the table.
+    """An :class:`EAPPool` of the current (memory-mapped) EAP datasets of the cells of ``table`` (a training
+    table of ``rotation``), in table order, labelled from their models (:func:`eap_assets.defs.eaps.load_pool`).
 
     Raises
     ------
