@@ -19,7 +19,11 @@ FAITHFUL_ARGS ?= --rotations 3drot --stages models,report --paper-cnn
 # every model kind, then the generalisation protocols and report (appended to docs/results.md).
 GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 
-.PHONY: install compile test test-deploy run ui mlflow-ui results generalisation results-doc bench cells-doc clean
+# `make crosscheck`: MEArec's own templates and recordings (32 and 30 kHz) of the 13 cells, read back by SpikeInterface
+# and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
+CROSSCHECK_ARGS ?=
+
+.PHONY: install compile test test-deploy run ui mlflow-ui results generalisation crosscheck results-doc bench cells-doc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,9 +78,14 @@ generalisation: compile
 	$(BIN)/eap-assets run $(GENERALISATION_ARGS) --stages variants,cells,eaps,training,models,generalisation
 	$(MAKE) results-doc
 
-# docs/results.md: the paper comparison, then the generalisation report when there is one
+## the cross-simulator check: data/reports/crosscheck.md, appended to docs/results.md
+crosscheck: compile
+	$(BIN)/eap-assets run $(CROSSCHECK_ARGS) --stages cells,recording,crosscheck
+	$(MAKE) results-doc
+
+# docs/results.md: the paper comparison, then the cross-simulator and generalisation reports when there are
 results-doc:
-	cat data/reports/paper_comparison.md $(wildcard data/reports/generalisation.md) > docs/results.md
+	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md) $(wildcard data/reports/generalisation.md) > docs/results.md
 
 ## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)
 ## -> docs/benchmarks.md; needs a paper-scale `make run RUN_ARGS=` in ./data first (templates, training tables);

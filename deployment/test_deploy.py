@@ -593,7 +593,7 @@ def check_mlflow(uri: str, rotation: str, tasks: Sequence[str], model_run_ids: s
         raise DeployTestError(f"MLflow server {uri}: no finished run for {missing}; has {sorted(finished)}")
     for kind in KINDS:
         for task in tasks:
-            name = f"eap_{kind}_{rotation}_{task}"
+            name = f"paper_{kind}_SqMEA-10-15_{rotation}_{task}"
             version = client.get_model_version_by_alias(name, "champion")
             if version.run_id not in {r.info.run_id for r in runs}:
                 raise DeployTestError(f"{name}@champion (v{version.version}) comes from run {version.run_id}, "

@@ -61,15 +61,43 @@ def _generalisation(args: argparse.Namespace):
     return GeneralisationSettings() if copies is None else GeneralisationSettings(train_copies=copies)
 
 
+def _recording(args: argparse.Namespace):
+    from eap_assets.defs.resources import RecordingSettings
+
+    values = {}
+    if getattr(args, "recording_copies", None) is not None:
+        values["copies"] = args.recording_copies
+    return RecordingSettings(**values)
+
+
+#: The cross-simulator check at the quick preset: a few MEArec templates and units per cell, a 5 s recording.
+QUICK_CROSSCHECK = {"units_per_cell": 2, "templates_per_cell": 4, "duration_s": 5.0, "sim_time_s": 0.5,
+                    "min_amp_uv": 30.0}
+
+
+def _crosscheck(args: argparse.Namespace):
+    from eap_assets.defs.crosscheck import CrosscheckSettings
+
+    values = dict(QUICK_CROSSCHECK) if args.quick else {}
+    for name in ("units_per_cell", "duration_s"):
+        if getattr(args, f"crosscheck_{name}", None) is not None:
+            values[name] = getattr(args, f"crosscheck_{name}")
+    if values.get("units_per_cell", 0) * 2 > values.get("templates_per_cell", 20):
+        values["templates_per_cell"] = 2 * values["units_per_cell"]
+    return CrosscheckSettings(**values)
+
+
 def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     from eap_assets.local import cpu_count
     from eap_assets.run import materialize_graph
 
     settings = _settings(args)
     rotations = [r for r in getattr(args, "rotations", "").split(",") if r] or None
+    recording_rotations = [r for r in getattr(args, "recording_rotations", "").split(",") if r] or None
     report = materialize_graph(settings, [c for c in args.cells.split(",") if c] or None, rotations, stages,
                                workers=args.workers or cpu_count(), training=_training(args),
-                               generalisation=_generalisation(args))
+                               generalisation=_generalisation(args), recording=_recording(args),
+                               recording_rotations=recording_rotations, crosscheck=_crosscheck(args))
     return settings, report
 
 
@@ -98,22 +126,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from eap_assets import registry
-    from eap_assets.defs.resources import SimulationSettings
+    from eap_assets.serving import classify
 
-    data_dir = SimulationSettings(data_dir=str(args.data_dir)).data_path
-    registry.configure(args.tracking_uri or registry.default_tracking_uri(data_dir), "eap_assets")
-    templates, probe, dt_ms = registry.read_templates(args.templates, args.probe, args.dt_ms)
-    model = registry.load_registered(args.model, alias=args.alias, version=args.version)
-    frame = registry.classify(templates, probe, dt_ms, model)
-    out = args.out
-    with atomic_path(out) as tmp:
-        if out.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-    print(frame.head(20).to_string(index=False))
-    print(f"{len(frame)} units classified with {model.name} version {model.version} -> {out}")
+    if args.dt_ms is not None and args.fs_hz is None:
+        args.fs_hz = 1000.0 / args.dt_ms
+    tasks = ("binary", "mtype") if args.task == "both" else (args.task,)
+    frame = classify(args.source, tasks=tasks, rotation=args.rotation, model=args.model, alias=args.alias,
+                     version=args.version, probe=args.probe, fs_hz=args.fs_hz, filtered=args.filtered,
+                     tracking_uri=args.tracking_uri, data_dir=args.data_dir, out=args.out,
+                     write_properties=not args.no_properties, log=print)
+    shown = [c for c in frame.columns if c in ("unit_id", "error", "truth_cell")
+             or c.endswith(("_predicted", "_confidence", "_abstained", "_ood"))]
+    print(frame[shown].head(20).to_string(index=False))
     return 0
 
 
@@ -180,10 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the local Dagster instance, skipping up-to-date partitions")
     _common(p)
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
-    p.add_argument("--stages", default="variants,cells,eaps,training,models,report",  # run.DEFAULT_STAGES
-                   help="comma-separated subset of variants,cells,eaps,training,models,generalisation,report "
-                        "(variants: only with --variants N; generalisation: noise sweep, unseen variants / "
-                        "distances / cell types, then the generalisation report)")
+    p.add_argument("--stages", default="variants,cells,eaps,training,models,recording,report",  # run.DEFAULT_STAGES
+                   help="comma-separated subset of variants,cells,eaps,training,models,recording,generalisation,"
+                        "crosscheck,report (variants: only with --variants N; recording: the models for real "
+                        "recordings and the served unit classifiers; generalisation: noise sweep, unseen variants / "
+                        "distances / cell types, then the generalisation report; crosscheck: MEArec's own templates "
+                        "and recordings of the cells classified by the unit classifiers, then its report)")
+    p.add_argument("--crosscheck-units-per-cell", type=int, default=None,
+                   help="crosscheck stage: units of every cell model per recording (default 12; 2 with --quick)")
+    p.add_argument("--crosscheck-duration-s", type=float, default=None,
+                   help="crosscheck stage: recording length in s (default 60; 5 with --quick)")
+    p.add_argument("--recording-rotations", default="",
+                   help="rotations of the models for real recordings (default: $EAP_ASSETS_RECORDING_ROTATIONS, 3drot)")
+    p.add_argument("--recording-copies", type=int, default=None,
+                   help="augmented copies of every EAP in the recording training set (default 3)")
     p.add_argument("--train-copies", type=int, default=None,
                    help="generalisation stage: noisy copies of each training EAP (default 2; 0: no augmentation)")
     p.add_argument("--paper-cnn", action="store_true",
@@ -213,16 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--workspace", default="workspace.yaml")
     p.set_defaults(func=cmd_ui)
-    p = sub.add_parser("classify", help="classify EAP templates with a registered model")
-    p.add_argument("templates", type=Path, help=".npy (n_units, contacts, samples) in µV, or a MEArec templates .h5")
-    p.add_argument("--model", required=True, help="registered model, e.g. eap_cnn_3drot_mtype")
+    p = sub.add_parser("classify", help="classify the units of a recording with registered classifiers")
+    p.add_argument("source", help="a SpikeInterface SortingAnalyzer folder or .zarr, a Templates .zarr, a MEArec "
+                                  ".h5 (recording or templates), or a .npy (units, channels, samples) in µV")
+    p.add_argument("--task", default="both", choices=["binary", "mtype", "both"],
+                   help="E/I (binary), m-type, or both (default)")
+    p.add_argument("--rotation", default="3drot", help="orientation set of the classifiers (default 3drot: any)")
+    p.add_argument("--model", default=None, help="a registered model instead of the probe's unit classifiers, e.g. "
+                                                 "unit_classifier_SqMEA-10-15_3drot_mtype or paper_cnn_SqMEA-10-15_3drot_mtype")
     p.add_argument("--alias", default="champion", help="registry alias (default champion)")
     p.add_argument("--version", default=None, help="a model version instead of the alias")
-    p.add_argument("--probe", default=None, help="MEAutility probe name (needed for .npy)")
-    p.add_argument("--dt-ms", type=float, default=None, help="sampling step in ms (needed for .npy)")
+    p.add_argument("--probe", default=None, help=".npy: MEAutility probe name or probeinterface JSON file")
+    p.add_argument("--fs-hz", type=float, default=None, help=".npy: sampling rate in Hz")
+    p.add_argument("--dt-ms", type=float, default=None, help=".npy: sampling step in ms (instead of --fs-hz)")
+    filt = p.add_mutually_exclusive_group()
+    filt.add_argument("--filtered", dest="filtered", action="store_true", default=None,
+                      help="the templates are band-passed already (needed for .npy; overrides the source)")
+    filt.add_argument("--unfiltered", dest="filtered", action="store_false",
+                      help="the templates are not band-passed: the model's band-pass is applied")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory holding the MLflow store")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under --data-dir)")
-    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help=".csv or .parquet")
+    p.add_argument("--out", type=Path, default=Path("units.csv"), help="answers, .csv or .parquet (default units.csv)")
+    p.add_argument("--no-properties", action="store_true",
+                   help="do not store the answers as unit properties of the analyzer's sorting")
     p.set_defaults(func=cmd_classify)
     p = sub.add_parser("mlflow-ui", help="start the MLflow UI on the local tracking store")
     p.add_argument("--data-dir", type=Path, default=Path("data"))

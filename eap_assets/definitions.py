@@ -5,12 +5,13 @@ import os
 
 import dagster as dg
 
-from eap_assets.defs import cells, eaps, features, generalisation, jobs, report, sensors, training, variants
-from eap_assets.defs.io import parquet_io_manager
-from eap_assets.defs.resources import SimulationSettings, default_settings
+from eap_assets.defs import (cells, crosscheck, eaps, features, generalisation, jobs, recording, report, sensors,
+                             training, variants)
+from eap_assets.defs.io import npz_io_manager, parquet_io_manager
+from eap_assets.defs.resources import RecordingSettings, SimulationSettings, default_settings
 from eap_assets.defs.training import MLflowTracking, TrainingSettings
 
-STAGE_MODULES = [cells, eaps, features, training, report, variants, generalisation]
+STAGE_MODULES = [cells, eaps, features, training, report, variants, generalisation, recording, crosscheck]
 #: Executor of every job: ``in_process`` (default: one process per run, runs in parallel),
 #: ``multiprocess`` (one process per step) or ``k8s`` (one Kubernetes pod per step; needs the
 #: ``k8s`` extra, i.e. ``dagster-k8s``, and the run launched in a cluster).
@@ -53,7 +54,8 @@ def build_definitions(settings: SimulationSettings | None = None, executor: str 
         schedules=[jobs.weekly_retraining],
         sensors=[sensors.new_cell_models],
         resources={"settings": settings, "training": TrainingSettings(), "mlflow_tracking": MLflowTracking(),
-                   "parquet_io_manager": parquet_io_manager,
+                   "parquet_io_manager": parquet_io_manager, "npz_io_manager": npz_io_manager,
+                   "recording": RecordingSettings(), "crosscheck_settings": crosscheck.CrosscheckSettings(),
                    "generalisation_settings": generalisation.GeneralisationSettings()},
         executor=select_executor(executor),
     )

@@ -1,20 +1,29 @@
-"""MLflow: tracking location, logging and registering trained classifiers, the promotion gate,
-and classifying new EAP templates with a registered model. No Dagster here: the assets in
-``eap_assets.defs.training`` and the ``eap-assets classify`` command both use these functions.
+"""MLflow: tracking location, logging and registering trained classifiers, the promotion gate, and
+loading what is registered. No Dagster here: the assets in ``eap_assets.defs`` and the
+``eap-assets classify`` command (:mod:`eap_assets.serving`) both use these functions.
 
-Kinds (:data:`KINDS`, from :data:`eap_assets.core.models.KINDS`): ``cnn`` (the paper CNN, MLflow's
-keras flavour), ``lgbm`` (LightGBM, lightgbm flavour) and ``waveform`` (:mod:`eap_assets.core.waveform`:
-PCA of the raw EAP waveforms + amplitude/width features -> LightGBM; a cloudpickled
-:class:`~eap_assets.core.waveform.WaveformModel` in MLflow's sklearn flavour, loaded with
-``mlflow.sklearn.load_model``; its class is imported from the installed ``eap_assets`` package,
-which its requirements state).
+Registered models (every name says its probe):
 
-Registered models are named ``eap_<kind>_<rotation>_<task>`` (e.g. ``eap_cnn_3drot_mtype``). Each
-version carries tags: ``test_accuracy``, ``classes`` (JSON list, output order), ``input``
-(``images`` (N, rows, cols, 2), ``features`` (N, 2 x contacts) or ``eaps``: raw EAPs (N, contacts,
-samples) µV), ``probe``, ``dt_ms``, ``n_samples``, ``rotation``, ``task``, ``kind``. Alias
-``champion`` marks the version to use; a new version takes it only if its test accuracy is at least
-the champion's, otherwise it gets ``challenger``.
+* ``paper_<kind>_<probe>_<rotation>_<task>`` -- the paper reproduction: trained on noise-free,
+  unfiltered EAPs in an infinite medium (``cnn_model``, ``lgbm_model``, ``waveform_model``);
+* ``recording_<kind>_<probe>_<rotation>_<task>`` -- the same kinds trained for real recordings
+  (MEA-plane medium, band-passed, template noise, re-aligned; ``recording_<kind>_model``);
+* ``unit_classifier_<probe>_<rotation>_<task>`` -- what ``eap-assets classify`` uses: the
+  recording model of the kind that is best on the realistic validation split, with its input
+  spec, calibration (temperature, abstention threshold) and out-of-distribution reference, as an
+  MLflow ``pyfunc`` (:class:`ServedClassifier`; the fitted model inside in its own flavour).
+
+Kinds (:data:`KINDS`): ``cnn`` (the paper CNN, MLflow's keras flavour), ``lgbm`` (LightGBM,
+lightgbm flavour) and ``waveform`` (:mod:`eap_assets.core.waveform`: PCA of the raw EAP waveforms +
+amplitude/width features -> LightGBM; a cloudpickled :class:`~eap_assets.core.waveform.WaveformModel`
+in MLflow's sklearn flavour, loaded with ``mlflow.sklearn.load_model``; its class is imported from the
+installed ``eap_assets`` package, which its requirements state).
+
+Each version carries tags: ``kind``, ``task``, ``rotation``, ``probe``, ``classes`` (JSON list, output
+order), ``input_spec`` (JSON :class:`~eap_assets.core.recording.RecordingSpec`: how waveforms are mapped
+onto the model's input), ``input`` (``images`` / ``features`` / ``eaps``) and the score the gate uses.
+Alias ``champion`` marks the version to use; a new version takes it only if its score is at least the
+champion's, otherwise it gets ``challenger``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import pandas as pd
 from eap_assets.core import features
 from eap_assets.core.models import KINDS
 from eap_assets.core.probe import get_probe
+from eap_assets.core.recording import RecordingSpec
 from eap_assets.core.storage import file_lock
 
 if TYPE_CHECKING:
@@ -58,11 +68,34 @@ class RegistryError(RuntimeError):
     """A registered model or alias is missing, or a request does not match the model."""
 
 
-def model_name(kind: str, rotation: str, task: str) -> str:
-    """Registered-model name of a kind x rotation x task."""
+#: Families of per-kind models: the paper reproduction and the models trained for real recordings.
+FAMILIES: tuple[str, ...] = ("paper", "recording")
+#: Prefix of the served classifiers' names.
+CLASSIFIER_PREFIX = "unit_classifier"
+#: Kind tag of a served classifier's versions.
+CLASSIFIER_KIND = "classifier"
+
+
+def model_name(kind: str, rotation: str, task: str, probe: str = "SqMEA-10-15", family: str = "paper") -> str:
+    """Registered-model name of a family x kind x probe x rotation x task, e.g. ``paper_cnn_SqMEA-10-15_3drot_mtype``."""
     if kind not in KINDS:
         raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
-    return f"eap_{kind}_{rotation}_{task}"
+    if family not in FAMILIES:
+        raise ValueError(f"model family {family!r} unknown; choose one of {', '.join(FAMILIES)}")
+    return f"{family}_{kind}_{probe}_{rotation}_{task}"
+
+
+def classifier_name(probe: str, rotation: str, task: str) -> str:
+    """Registered name of the served classifier of a probe x rotation x task (``unit_classifier_<probe>_<rotation>_<task>``)."""
+    return f"{CLASSIFIER_PREFIX}_{probe}_{rotation}_{task}"
+
+
+#: The paper models' input: 7 ms windows around the intracellular spike at 32 kHz, unfiltered, as simulated.
+def paper_spec(probe: str, medium: str = "infinite") -> RecordingSpec:
+    """Input spec of the paper family: unfiltered 224-sample windows (2 ms before, 5 ms after the
+    somatic spike) at 32 kHz, taken as they come (no re-alignment)."""
+    return RecordingSpec(fs_hz=32000.0, band_hz=None, ms_before=2.0, ms_after=5.0, align="none", medium=medium,
+                         probe=probe)
 
 
 def default_tracking_uri(data_dir: str | Path) -> str:
@@ -168,33 +201,35 @@ def log_model(model, kind: str, name: str, example: np.ndarray, tags: dict[str, 
     return client.get_model_version(name, version.version)
 
 
-def promote(name: str, version: str | int, test_accuracy: float) -> str:
-    """The promotion gate: ``champion`` moves to ``version`` only if its test accuracy is at least
-    the current champion's; otherwise ``version`` becomes ``challenger``. Returns the alias given.
+def promote(name: str, version: str | int, test_accuracy: float, metric: str = "test_accuracy") -> str:
+    """The promotion gate: ``champion`` moves to ``version`` only if its score (``metric``, by default
+    the test accuracy) is at least the current champion's; otherwise ``version`` becomes
+    ``challenger``. Returns the alias given.
 
     The decision and its reason are stored as the version's ``promotion`` tag (shown in the MLflow
-    UI); a refused promotion is also logged as a warning naming both versions and accuracies.
+    UI); a refused promotion is also logged as a warning naming both versions and scores.
     """
     import mlflow
 
     client = mlflow.MlflowClient()
     version = str(version)
-    client.set_model_version_tag(name, version, "test_accuracy", repr(float(test_accuracy)))
+    words = metric.replace("_", " ")
+    client.set_model_version_tag(name, version, metric, repr(float(test_accuracy)))
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         current = None
     if current is not None and str(current.version) != version:
-        best = float(current.tags.get("test_accuracy", "-inf"))
+        best = float(current.tags.get(metric, "-inf"))
         if float(test_accuracy) < best:
-            reason = (f"{name} v{version} not promoted to {CHAMPION}: its test accuracy {float(test_accuracy):.4f} is "
+            reason = (f"{name} v{version} not promoted to {CHAMPION}: its {words} {float(test_accuracy):.4f} is "
                       f"below {CHAMPION} v{current.version}'s {best:.4f}; aliased {CHALLENGER}, {CHAMPION} unchanged")
             client.set_registered_model_alias(name, CHALLENGER, version)
             client.set_model_version_tag(name, version, "promotion", reason)
             logging.getLogger(__name__).warning(reason)
             return CHALLENGER
     client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "promotion", f"{name} v{version} is {CHAMPION} (test accuracy "
+    client.set_model_version_tag(name, version, "promotion", f"{name} v{version} is {CHAMPION} ({words} "
                                                              f"{float(test_accuracy):.4f})")
     return CHAMPION
 
@@ -208,147 +243,156 @@ class RegisteredModel:
     kind: str
     model: object
     classes: list[str]
-    probe: str
-    dt_ms: float
-    n_samples: int
+    spec: RecordingSpec
     tags: dict[str, str]
+    alias: str | None = None
+
+    @property
+    def probe(self) -> str:
+        return self.spec.probe
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return _predict_proba(self.model, self.kind, x)
 
 
-def load_registered(name: str, alias: str = CHAMPION, version: str | None = None) -> RegisteredModel:
-    """Load ``models:/<name>@<alias>`` (or a given version) with its native flavour.
-
-    Raises
-    ------
-    RegistryError
-        If the model, alias or version does not exist (naming them and the known ones).
-    """
+def _model_version(name: str, alias: str = CHAMPION, version: str | None = None):
+    """The ``ModelVersion`` of ``name`` at ``version`` or ``alias`` (RegistryError naming the known ones)."""
     import mlflow
 
     client = mlflow.MlflowClient()
     try:
-        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
         known = sorted(m.name for m in client.search_registered_models())
         what = f"version {version!r}" if version else f"alias {alias!r}"
         raise RegistryError(f"registered model {name!r} has no {what} (registered models: {', '.join(known) or 'none'})"
                             ) from exc
-    kind = mv.tags.get("kind", "cnn")
-    uri = f"models:/{name}/{mv.version}"
-    if kind not in FLAVOURS:
-        raise RegistryError(f"{name} v{mv.version} has kind {kind!r}; this code knows {', '.join(KINDS)}")
-    model = getattr(mlflow, FLAVOURS[kind]).load_model(uri)
-    return RegisteredModel(name=name, version=str(mv.version), kind=kind, model=model,
-                           classes=json.loads(mv.tags["classes"]), probe=mv.tags["probe"],
-                           dt_ms=float(mv.tags["dt_ms"]), n_samples=int(mv.tags["n_samples"]), tags=dict(mv.tags))
 
 
-def _predict_proba(model, kind: str, x: np.ndarray) -> np.ndarray:
-    """Probabilities exactly as at training time (one home: ``models.TrainedModel.predict_proba``)."""
-    from eap_assets.core.models import TrainedModel
-
-    return TrainedModel(model=model, history=pd.DataFrame(), best_step=0, steps_run=0, seconds=0.0).predict_proba(x)
-
-
-def read_templates(path: str | Path, probe: str | None = None, dt_ms: float | None = None
-                   ) -> tuple[np.ndarray, str, float]:
-    """EAP templates to classify: ``.npy`` (n, contacts, samples) with ``probe`` and ``dt_ms`` given,
-    or a MEArec templates ``.h5`` (probe name and sampling step read from the file).
-
-    Returns
-    -------
-    (templates, probe, dt_ms)
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"templates file {path} does not exist")
-    if path.suffix == ".npy":
-        if probe is None or dt_ms is None:
-            raise ValueError(f"{path}: a .npy file needs --probe and --dt-ms (sampling step in ms)")
-        return np.load(path), probe, float(dt_ms)
-    if path.suffix in (".h5", ".hdf5"):
-        import MEArec
-
-        gen = MEArec.load_templates(str(path), return_h5_objects=False, verbose=False)
-        info = gen.info
-        file_probe = info["electrodes"]["electrode_name"]
-        file_dt = float(info["params"]["dt"])
-        data = np.asarray(gen.templates)
-        while data.ndim > 3:  # drifting / jittered templates: use the first position / jitter
-            data = data[:, 0]
-        return data, probe or file_probe, float(dt_ms) if dt_ms is not None else file_dt
-    raise ValueError(f"{path}: templates must be a .npy or a MEArec .h5 file, got {path.suffix!r}")
+def version_spec(tags: dict[str, str]) -> RecordingSpec:
+    """The input spec a version's tags state (versions logged before specs existed: the paper's)."""
+    if "input_spec" in tags:
+        return RecordingSpec.from_json(tags["input_spec"])
+    return paper_spec(tags.get("probe", "SqMEA-10-15"))
 
 
-def classify(templates: np.ndarray, probe: str, dt_ms: float, model: RegisteredModel) -> pd.DataFrame:
-    """Predicted type and class probabilities of each template, with the model version used.
-
-    The ``cnn`` and ``lgbm`` kinds take the amplitude/width features computed here from the
-    templates; a ``waveform`` model takes the raw templates themselves (it computes its features).
-
-    Parameters
-    ----------
-    templates : ndarray, shape (n, contacts, samples)
-        Extracellular waveforms in µV, one per unit.
-    probe : str
-        MEAutility name of the probe they were recorded with (must be the model's).
-    dt_ms : float
-        Sampling step in ms (must be the model's).
-    model : RegisteredModel
+def load_registered(name: str, alias: str = CHAMPION, version: str | None = None) -> RegisteredModel:
+    """Load a per-kind model ``models:/<name>@<alias>`` (or a given version) with its native flavour.
 
     Raises
     ------
-    ValueError
-        Wrong shape, another probe than the model's, another sampling step or window length.
+    RegistryError
+        If the model, alias or version does not exist (naming them and the known ones), or the
+        version is a served classifier (use :func:`load_classifier`).
     """
-    templates = np.asarray(templates, dtype=np.float64)
-    n_contacts = get_probe(probe).n_contacts  # ProbeError for an unknown probe
-    if templates.ndim != 3 or not len(templates):
-        raise ValueError(f"templates must have shape (n_units, contacts, samples), n_units >= 1; got {templates.shape}")
-    if templates.shape[1] != n_contacts:
-        raise ValueError(f"templates have {templates.shape[1]} contacts but probe {probe!r} has {n_contacts}")
-    if probe != model.probe:
-        raise ValueError(f"model {model.name} v{model.version} was trained on probe {model.probe!r} "
-                         f"({get_probe(model.probe).n_contacts} contacts), not {probe!r} ({n_contacts} contacts)")
-    if not np.isclose(dt_ms, model.dt_ms, rtol=1e-6):
-        raise ValueError(f"sampling step {dt_ms} ms ({1 / dt_ms:.1f} kHz) does not match the model's "
-                         f"{model.dt_ms} ms ({1 / model.dt_ms:.1f} kHz): resample the templates first")
-    if templates.shape[2] != model.n_samples:
-        raise ValueError(f"templates have {templates.shape[2]} samples per waveform; the model expects "
-                         f"{model.n_samples} ({model.n_samples * model.dt_ms:g} ms)")
-    if INPUTS.get(model.kind) == "eaps":
-        x = _waveform_templates(templates, dt_ms, model)
-    elif model.kind == "cnn":
-        x = features.feature_images(templates, dt_ms, probe)
-    else:
-        amplitude, width = features.amplitude_width(templates, dt_ms)
-        x = np.concatenate([amplitude, width], axis=1).astype(np.float32)
-    proba = model.predict_proba(x)
-    frame = pd.DataFrame({"unit": np.arange(len(templates)),
-                          "predicted": np.asarray(model.classes)[proba.argmax(axis=1)],
-                          "probability": proba.max(axis=1)})
-    for i, label in enumerate(model.classes):
-        frame[f"p_{label}"] = proba[:, i]
-    frame["model"] = model.name
-    frame["version"] = model.version
-    return frame
+    import mlflow
+
+    mv = _model_version(name, alias, version)
+    kind = mv.tags.get("kind", "cnn")
+    if kind not in FLAVOURS:
+        raise RegistryError(f"{name} v{mv.version} has kind {kind!r}; this code loads {', '.join(KINDS)} here "
+                            "(served classifiers: load_classifier)")
+    model = getattr(mlflow, FLAVOURS[kind]).load_model(f"models:/{name}/{mv.version}")
+    return RegisteredModel(name=name, version=str(mv.version), kind=kind, model=model,
+                           classes=json.loads(mv.tags["classes"]), spec=version_spec(mv.tags), tags=dict(mv.tags),
+                           alias=None if version else alias)
 
 
-def _waveform_templates(templates: np.ndarray, dt_ms: float, model: RegisteredModel) -> np.ndarray:
-    """Templates as the raw-EAP input of a waveform model (float32), checked against what the model
-    itself stores (contacts, samples, sampling step): ValueError naming the mismatch."""
-    fitted = model.model
-    expected = (getattr(fitted, "n_contacts", templates.shape[1]), getattr(fitted, "n_samples", templates.shape[2]))
-    if templates.shape[1:] != expected:
-        raise ValueError(f"templates have shape (n_units, {templates.shape[1]} contacts, {templates.shape[2]} "
-                         f"samples); the waveform model {model.name} v{model.version} takes raw EAPs of {expected[0]} contacts "
-                         f"x {expected[1]} samples")
-    fitted_dt = getattr(fitted, "dt", None)
-    if fitted_dt is not None and not np.isclose(dt_ms, fitted_dt, rtol=1e-6):
-        raise ValueError(f"sampling step {dt_ms} ms does not match the {fitted_dt} ms the waveform model "
-                         f"{model.name} v{model.version} was fitted at: resample the templates first")
-    if not np.all(np.isfinite(templates)):
-        raise ValueError("templates contain NaN or inf")
-    return templates.astype(np.float32)
+def _predict_proba(model, kind: str, x: np.ndarray) -> np.ndarray:
+    """Probabilities exactly as at training time (one home: :func:`eap_assets.core.classifier.predict_proba`)."""
+    from eap_assets.core.classifier import predict_proba
+
+    return predict_proba(model, kind, x, [])
+
+
+# ------------------------------------------------------------------------------------------------
+# served classifiers: a UnitClassifier as an MLflow pyfunc (eap_assets.served.ServedClassifier)
+
+
+def log_classifier(classifier, name: str, example: np.ndarray, tags: dict[str, object]):
+    """Log a :class:`~eap_assets.core.classifier.UnitClassifier` in the active run as a pyfunc
+    (:class:`ServedClassifier`) and register it as ``name``; returns the ``ModelVersion``."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from eap_assets.served import ServedClassifier
+
+    flavour = getattr(mlflow, FLAVOURS[classifier.kind])
+    with tempfile.TemporaryDirectory() as tmp:
+        native = Path(tmp) / "native"
+        options = {"serialization_format": "cloudpickle"} if FLAVOURS[classifier.kind] == "sklearn" else {}
+        flavour.save_model(classifier.model, str(native), **options)
+        serving = Path(tmp) / "serving.json"
+        serving.write_text(json.dumps({"kind": classifier.kind, "task": classifier.task, "classes": classifier.classes,
+                                       "spec": classifier.spec.to_json(),
+                                       "calibration": classifier.calibration.to_dict()}, default=float))
+        ood = Path(tmp) / "ood.npz"
+        np.savez(ood, **classifier.ood.to_arrays())
+        signature = infer_signature(example.astype(np.float32), classifier.predict(example))
+        requirements = [f"{p}=={package_version(p)}" for p in
+                        sorted(set(REQUIREMENTS[classifier.kind]) | {"eap_assets", "mlflow", "pandas"})]
+        str_tags = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in tags.items()}
+        info = mlflow.pyfunc.log_model(name="model", python_model=ServedClassifier(), signature=signature,
+                                       artifacts={"native": str(native), "serving": str(serving), "ood": str(ood)},
+                                       registered_model_name=name, pip_requirements=requirements, tags=str_tags)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(name, str(info.registered_model_version))
+    for key, value in str_tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return client.get_model_version(name, version.version)
+
+
+@dataclass
+class LoadedClassifier:
+    """A registered version as a :class:`~eap_assets.core.classifier.UnitClassifier`, with where it came from."""
+
+    name: str
+    version: str
+    alias: str | None
+    classifier: object  # UnitClassifier
+    tags: dict[str, str]
+
+
+def load_classifier(name: str, alias: str = CHAMPION, version: str | None = None) -> LoadedClassifier:
+    """Any registered version as a classifier of units: a served classifier (pyfunc) as logged, a
+    per-kind model (paper or recording family) wrapped with its input spec, no calibration
+    (temperature 1, no abstention) and no out-of-distribution reference.
+
+    Raises
+    ------
+    RegistryError
+        Unknown model, alias or version (naming the registered models).
+    """
+    import mlflow
+
+    from eap_assets.core.classifier import UnitClassifier
+
+    mv = _model_version(name, alias, version)
+    alias_given = None if version else alias
+    if mv.tags.get("kind") == CLASSIFIER_KIND:
+        served = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+        return LoadedClassifier(name, str(mv.version), alias_given, served.classifier, dict(mv.tags))
+    loaded = load_registered(name, version=str(mv.version))
+    task = mv.tags.get("task", "mtype")
+    return LoadedClassifier(name, loaded.version, alias_given,
+                            UnitClassifier(kind=loaded.kind, task=task, model=loaded.model, classes=loaded.classes,
+                                           spec=loaded.spec), dict(mv.tags))
+
+
+def registered_classifiers(rotation: str | None = None, task: str | None = None) -> pd.DataFrame:
+    """The served classifiers in the registry with a champion: name, probe, rotation, task (one row each)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    rows = []
+    for model in client.search_registered_models(filter_string=f"name LIKE '{CLASSIFIER_PREFIX}_%'"):
+        if CHAMPION not in (model.aliases or {}):
+            continue
+        mv = client.get_model_version_by_alias(model.name, CHAMPION)
+        row = {"name": model.name, "probe": mv.tags.get("probe"), "rotation": mv.tags.get("rotation"),
+               "task": mv.tags.get("task"), "version": str(mv.version)}
+        if (rotation is None or row["rotation"] == rotation) and (task is None or row["task"] == task):
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["name", "probe", "rotation", "task", "version"])

@@ -37,15 +37,19 @@ from eap_assets.defs.eaps import pool_models
 from eap_assets.defs.generalisation import (GeneralisationSettings, generalisation_key, generalisation_result_key,
                                             pool_cells)
 from eap_assets.defs.io import stored_parquet_key
-from eap_assets.defs.partitions import cell_partitions, cell_rotation_key, rotation_partitions
-from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.partitions import (cell_partitions, cell_rotation_key, recording_rotation_partitions,
+                                        rotation_partitions)
+from eap_assets.defs.crosscheck import CrosscheckSettings, rate_partitions, recording_paths, stored_key
+from eap_assets.defs.recording import recording_model_key, training_set_key
+from eap_assets.defs.resources import RecordingSettings, SimulationSettings
 from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key, rotation_task_partitions
 from eap_assets.local import ensure_dagster_home
 
-STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "generalisation", "report")
-#: What ``eap-assets run`` / ``make run`` do unless told otherwise: everything but the generalisation
-#: stage (``make generalisation`` adds it).
-DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s != "generalisation")
+STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation", "crosscheck",
+                           "report")
+#: What ``eap-assets run`` / ``make run`` do unless told otherwise: everything but the generalisation and
+#: cross-simulator stages (``make generalisation`` / ``make crosscheck`` add them).
+DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in ("generalisation", "crosscheck"))
 Log = Callable[[str], None]
 
 
@@ -78,9 +82,14 @@ class RunReport:
 
 
 def settings_run_config(settings: SimulationSettings, training: TrainingSettings | None = None,
-                        generalisation: GeneralisationSettings | None = None) -> dict:
+                        generalisation: GeneralisationSettings | None = None,
+                        recording: RecordingSettings | None = None, crosscheck: CrosscheckSettings | None = None) -> dict:
     """Run config that gives a run exactly these settings (also visible in the UI's launchpad)."""
     resources = {"settings": {"config": _fields(settings)}}
+    if crosscheck is not None:
+        resources["crosscheck_settings"] = {"config": _fields(crosscheck)}
+    if recording is not None:
+        resources["recording"] = {"config": _fields(recording)}
     if training is not None:
         resources["training"] = {"config": _fields(training)}
     if generalisation is not None:
@@ -155,10 +164,11 @@ def _root_cause(error) -> str:
     return f"{error.cls_name}: {message}"  # "StaleInputError: ...", not "eap_assets.core.stages.StaleInputError: ..."
 
 
-def latest_key(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
+def latest_key(instance: dg.DagsterInstance, asset: str, partition: str | None) -> str | None:
     """The ``key`` metadata of the latest materialisation of an asset partition (None if none)."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=None if partition is None else [partition]),
+        limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
     value = records[0].asset_materialization.metadata.get("key")
@@ -199,6 +209,44 @@ class _UpToDate:
         return (all(latest_key(self.instance, f"{kind}_model", partition) == key for kind, key in keys.items())
                 and latest_key(self.instance, "evaluation", partition) == model_key("evaluation", table, self.training))
 
+    def recording_eaps(self, model: cells.CellModel, rotation: str, recording: RecordingSettings) -> bool:
+        key = self.recording_eaps_key(model, rotation, recording)
+        folder = stages.eaps_dir(self.data, model.name, rotation, "recording")
+        return (latest_key(self.instance, "recording_eap_dataset", str(cell_rotation_key(model.name, rotation))) == key
+                and stages.stored_key(folder) == key)
+
+    def recording_eaps_key(self, model: cells.CellModel, rotation: str, recording: RecordingSettings) -> str:
+        return stages.eaps_key(recording.eap_config(self.settings, rotation),
+                               stages.templates_key(model, self.settings.stimulus()))
+
+    def recording_set_key(self, models: Sequence[cells.CellModel], rotation: str, recording: RecordingSettings) -> str:
+        return training_set_key(recording.set_config(self.settings).key(),
+                                {m.name: self.recording_eaps_key(m, rotation, recording) for m in models})
+
+    def recording_set(self, models: Sequence[cells.CellModel], rotation: str, recording: RecordingSettings) -> bool:
+        key = self.recording_set_key(models, rotation, recording)
+        path = UPath(self.data) / "recording_training_set" / f"{rotation}.parquet"
+        return latest_key(self.instance, "recording_training_set", rotation) == key and stored_parquet_key(path) == key
+
+    def recording_models(self, models: Sequence[cells.CellModel], rotation: str, task: str,
+                         recording: RecordingSettings) -> bool:
+        table = self.recording_set_key(models, rotation, recording)
+        partition = str(rotation_task_key(rotation, task))
+        return all(latest_key(self.instance, asset, partition) == recording_model_key(kind, table, self.training)
+                   for kind, asset in [*((k, f"recording_{k}_model") for k in KINDS), ("classifier", "unit_classifier")])
+
+    def mearec_templates(self, paper_models: Sequence[cells.CellModel], crosscheck: CrosscheckSettings) -> bool:
+        key = crosscheck.key(list(paper_models), self.settings.probe)
+        path = self.data / "crosscheck" / "templates.json"
+        return latest_key(self.instance, "mearec_templates", None) == key and stored_key(path) == key
+
+    def mearec_recording(self, paper_models: Sequence[cells.CellModel], rate: str,
+                         crosscheck: CrosscheckSettings) -> bool:
+        key = crosscheck.recording_key(crosscheck.key(list(paper_models), self.settings.probe), rate)
+        recording, analyzer, _ = recording_paths(self.settings, rate)
+        return (latest_key(self.instance, "mearec_recording", rate) == key
+                and stored_key(recording.with_suffix(".json")) == key and analyzer.exists())
+
     def generalisation(self, paper_models: Sequence[cells.CellModel], rotation: str, task: str, config) -> bool:
         stimulus = self.settings.stimulus()
         pool = pool_models(self.settings, pool_cells(self.settings, [m.name for m in paper_models]))
@@ -212,7 +260,10 @@ class _UpToDate:
 def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | None = None,
                       rotations: Sequence[str] | None = None, stages_: Sequence[str] = STAGES, workers: int = 2,
                       log: Log = print, training: TrainingSettings | None = None,
-                      generalisation: GeneralisationSettings | None = None) -> RunReport:
+                      generalisation: GeneralisationSettings | None = None,
+                      recording: RecordingSettings | None = None,
+                      recording_rotations: Sequence[str] | None = None,
+                      crosscheck: CrosscheckSettings | None = None) -> RunReport:
     """Materialise cells -> EAP datasets/feature tables -> training tables -> models and their
     evaluation -> the paper comparison, ``workers`` runs at a time.
 
@@ -235,6 +286,13 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         Training settings (default: the paper's).
     generalisation : GeneralisationSettings, optional
         Settings of the ``generalisation`` stage (default: its defaults).
+    recording : RecordingSettings, optional
+        Settings of the ``recording`` stage: the models for real recordings (default: their defaults).
+    recording_rotations : sequence of str, optional
+        Rotations of the ``recording`` stage (default: all of the deployment's recording rotations).
+    crosscheck : CrosscheckSettings, optional
+        Settings of the ``crosscheck`` stage (MEArec's templates and recordings of the BBP models, the
+        champions of ``crosscheck.rotation`` scored on them; default: their defaults).
 
     Returns
     -------
@@ -251,12 +309,24 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         raise ValueError(f"rotation(s) {bad} are not partitions of this deployment ({', '.join(all_rotations)}); "
                          "set EAP_ASSETS_ROTATIONS to change the set")
     settings.noise_config()  # a bad noise setting is refused before anything runs (ValueError naming it)
+    recording = recording or RecordingSettings()
+    all_recording = recording_rotation_partitions.get_partition_keys()
+    recording_rotations = list(recording_rotations or all_recording) if "recording" in stages_ else []
+    bad = [r for r in recording_rotations if r not in all_recording]
+    if bad:
+        raise ValueError(f"recording rotation(s) {bad} are not partitions of this deployment ({', '.join(all_recording)}); "
+                         "set EAP_ASSETS_RECORDING_ROTATIONS to change the set")
+    if recording_rotations:
+        recording.set_config(settings)  # a bad recording setting is refused before anything runs
     with_variants = settings.variants_per_cell > 0
     if with_variants:
         settings.variant_names(cells.PAPER_CELLS[0])  # likewise a bad variant setting
     training = training or TrainingSettings()
     generalisation = generalisation or GeneralisationSettings()
-    run_config = settings_run_config(settings, training, generalisation)
+    crosscheck = crosscheck or CrosscheckSettings()
+    with_crosscheck = "crosscheck" in stages_
+    rates = rate_partitions.get_partition_keys() if with_crosscheck else []
+    run_config = settings_run_config(settings, training, generalisation, recording, crosscheck)
     variants_run = None
     if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
         ensure_dagster_home()
@@ -280,7 +350,9 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
     up_to_date = _UpToDate(instance, settings, training)
     report = RunReport()
+    n_paper = len(models) + len(invalid) - len(variant_cells)
     n_tasks = ((len(models) + len(invalid)) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
+               + len(recording_rotations) * (n_paper + 1 + len(TASKS)) + with_crosscheck * (2 + 2 * len(rates))
                + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_)
                + (variants_run is not None) + ("generalisation" in stages_) * (len(rotations) * len(TASKS) + 1))
     n_variants = f" (+ {len(variant_cells)} morphology variants)" if variant_cells else ""
@@ -299,6 +371,12 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     failed_variants: dict[str, set[str]] = {r: set() for r in rotations}
     models_ok: dict[str, bool] = {}
     waiting_generalisation = set(waiting_models) if "generalisation" in stages_ else set()
+    waiting_recording = {r: ({m.name for m in models} | set(invalid)) - variant_cells for r in recording_rotations}
+    # the cross-check of each rate: after its recording and the unit classifiers of its rotation (if trained here)
+    waiting_classifiers = ({str(rotation_task_key(crosscheck.rotation, t)) for t in TASKS}
+                           if crosscheck.rotation in recording_rotations else set())
+    waiting_rates, rates_ok, scored = set(rates), {}, set()
+    failed_recording: dict[str, set[str]] = {r: set() for r in recording_rotations}
     started_generalisation: set[str] = set()
     start = time.perf_counter()
 
@@ -312,6 +390,17 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         running[pool.submit(execute_partition, job, partition, run_config)] = (job, partition, cell, rotation)
 
     def after_cell(name: str, ok: bool) -> None:
+        if name not in variant_cells:
+            for rotation in recording_rotations:
+                partition = str(cell_rotation_key(name, rotation))
+                if not ok:
+                    record(TaskResult("recording_eaps_job", partition, "failed", error=f"cell stage of {name} failed"))
+                    after_recording_eaps(name, rotation, False)
+                elif not settings.force and up_to_date.recording_eaps(by_name[name], rotation, recording):
+                    record(TaskResult("recording_eaps_job", partition, "skipped"))
+                    after_recording_eaps(name, rotation, True)
+                else:
+                    submit("recording_eaps_job", partition, name, rotation)
         for rotation in rotations:
             if "eaps" not in stages_:
                 after_eaps(name, rotation, ok)
@@ -324,6 +413,70 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 after_eaps(name, rotation, True)
             else:
                 submit("eap_datasets_job", str(cell_rotation_key(name, rotation)), name, rotation)
+
+    def after_recording_eaps(name: str, rotation: str, ok: bool) -> None:
+        waiting_recording[rotation].discard(name)
+        if not ok:
+            failed_recording[rotation].add(name)
+        if waiting_recording[rotation]:
+            return
+        if failed_recording[rotation]:
+            record(TaskResult("recording_training_job", rotation, "failed", error="recording EAPs failed for "
+                              f"{', '.join(sorted(failed_recording[rotation]))}"))
+            after_recording_set(rotation, False)
+        elif not settings.force and up_to_date.recording_set(paper_models, rotation, recording):
+            record(TaskResult("recording_training_job", rotation, "skipped"))
+            after_recording_set(rotation, True)
+        else:
+            submit("recording_training_job", rotation, None, rotation)
+
+    def after_recording_set(rotation: str, ok: bool) -> None:
+        for task in TASKS:
+            partition = str(rotation_task_key(rotation, task))
+            if not ok:
+                record(TaskResult("recording_models_job", partition, "failed",
+                                  error=f"recording training set {rotation} failed"))
+                after_classifier(partition)
+            elif not settings.force and up_to_date.recording_models(paper_models, rotation, task, recording):
+                record(TaskResult("recording_models_job", partition, "skipped"))
+                after_classifier(partition)
+            else:
+                submit("recording_models_job", partition, None, rotation)
+
+    def after_classifier(partition: str) -> None:
+        waiting_classifiers.discard(partition)
+        for rate in sorted(rates_ok):
+            maybe_crosscheck(rate)
+
+    def after_mearec_templates(ok: bool) -> None:
+        for rate in rates:
+            if not ok:
+                record(TaskResult("crosscheck_recording_job", rate, "failed", error="MEArec templates failed"))
+                after_mearec_recording(rate, False)
+            elif not settings.force and up_to_date.mearec_recording(paper_models, rate, crosscheck):
+                record(TaskResult("crosscheck_recording_job", rate, "skipped"))
+                after_mearec_recording(rate, True)
+            else:
+                submit("crosscheck_recording_job", rate, None, None)
+
+    def after_mearec_recording(rate: str, ok: bool) -> None:
+        rates_ok[rate] = ok
+        maybe_crosscheck(rate)
+
+    def maybe_crosscheck(rate: str) -> None:
+        if rate in scored or rate not in rates_ok or waiting_classifiers:
+            return
+        scored.add(rate)
+        if rates_ok[rate]:
+            submit("crosscheck_job", rate, None, None)
+        else:
+            record(TaskResult("crosscheck_job", rate, "failed", error=f"MEArec recording {rate} failed"))
+            after_crosscheck(rate)
+
+    def after_crosscheck(rate: str) -> None:
+        waiting_rates.discard(rate)
+        if not waiting_rates:
+            submit("crosscheck_report_job", "", None, None)
 
     def after_eaps(name: str, rotation: str, ok: bool) -> None:
         if name in variant_cells:  # a variant's feature tables are not part of the training tables
@@ -399,6 +552,12 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     try:
         if variants_run is not None:
             record(variants_run)
+        if with_crosscheck:  # MEArec's own simulations need no artefact of ours: they start at once
+            if not settings.force and up_to_date.mearec_templates(paper_models, crosscheck):
+                record(TaskResult("crosscheck_templates_job", "", "skipped"))
+                after_mearec_templates(True)
+            else:
+                submit("crosscheck_templates_job", "", None, None)
         for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
             record(TaskResult("cell_models_job", name, "failed", error=f"CellModelError: {problem}"))
             after_cell(name, False)
@@ -421,6 +580,18 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
             ok = result.status == "done"
             if job == "cell_models_job":
                 after_cell(cell, ok)
+            elif job == "recording_eaps_job":
+                after_recording_eaps(cell, rotation, ok)
+            elif job == "recording_training_job":
+                after_recording_set(rotation, ok)
+            elif job == "recording_models_job":
+                after_classifier(partition)
+            elif job == "crosscheck_templates_job":
+                after_mearec_templates(ok)
+            elif job == "crosscheck_recording_job":
+                after_mearec_recording(partition, ok)
+            elif job == "crosscheck_job":
+                after_crosscheck(partition)
             elif job == "eap_datasets_job":
                 after_eaps(cell, rotation, ok)
             elif job == "training_tables_job":

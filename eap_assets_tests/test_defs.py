@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from eap_assets import cli, registry
-from eap_assets.core import models, stages
-from eap_assets.core.probe import ProbeError
+from eap_assets.core import features, models, stages
+from eap_assets.serving import classify
 from eap_assets.defs.io import stored_parquet_key
 from eap_assets.defs.resources import SimulationSettings
 from eap_assets.defs.training import TrainingSettings
@@ -44,7 +44,7 @@ def graph(dagster_home, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     code = cli.main(["run", "--quick", "--cells", ",".join(CELLS), "--rotations", ",".join(ROTATIONS),
                      "--n-eaps", str(N_EAPS), "--data-dir", str(data), "--workers", "2", "--cnn-steps", "60",
-                     "--cnn-batch-size", "32"])
+                     "--cnn-batch-size", "32", "--stages", "cells,eaps,training,models,report"])
     assert code == 0
     return SimulationSettings(data_dir=str(data), preset="quick", n_eaps=N_EAPS)
 
@@ -119,7 +119,8 @@ def test_every_partition_is_materialised_with_metadata_and_passing_checks(graph)
     assert cell_md["segments"].value == 158 and cell_md["E/I"].value == "I"
     cnn_md = _materializations(instance, "cnn_model")["3drot|mtype"].asset_materialization.metadata
     assert cnn_md["steps run"].value == 60 and cnn_md["alias"].value == "champion"
-    assert cnn_md["registered model"].value == "eap_cnn_3drot_mtype" and 0 <= cnn_md["test accuracy"].value <= 1
+    assert cnn_md["registered model"].value == "paper_cnn_SqMEA-10-15_3drot_mtype"
+    assert 0 <= cnn_md["test accuracy"].value <= 1
 
     evaluations = []
     for run in instance.get_runs():
@@ -244,7 +245,9 @@ def test_definitions_load_and_validate(tmp_path):
     assert {k.to_user_string() for k in graph_.get_all_asset_keys()} == {
         "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
         "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "morphology_variants",
-        "generalisation", "generalisation_report"}
+        "generalisation", "generalisation_report", "recording_eap_dataset", "recording_training_set", "waveform_basis",
+        "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model", "unit_classifier",
+        "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
                for k in graph_.get_all_asset_keys()}
     assert parents["spike_templates"] == {"cell_model"} and parents["eap_dataset"] == {"spike_templates"}
@@ -253,9 +256,14 @@ def test_definitions_load_and_validate(tmp_path):
                                                                                       "lgbm_model", "waveform_model"}
     assert parents["generalisation"] == {"training_table", "evaluation", "eap_dataset"}
     assert parents["generalisation_report"] == {"generalisation"}
+    assert parents["recording_eap_dataset"] == {"spike_templates"}
+    assert parents["recording_training_set"] == parents["waveform_basis"] == {"recording_eap_dataset"}
+    assert parents["unit_classifier"] == {"recording_training_set", "waveform_basis", "recording_cnn_model",
+                                          "recording_lgbm_model", "recording_waveform_model"}
+    assert parents["crosscheck"] == {"mearec_recording", "unit_classifier"}
     eap_partitions = graph_.get(dg.AssetKey("eap_dataset")).partitions_def
     assert [d.name for d in eap_partitions.partitions_defs] == ["cell", "rotation"]
-    assert len(graph_.asset_check_keys) == 11
+    assert len(graph_.asset_check_keys) == 14  # the EAP dataset checks for both families
     assert all(graph_.get_check_spec(key).blocking for key in graph_.asset_check_keys)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
@@ -385,35 +393,41 @@ def test_promotion_gate_keeps_a_better_champion(tmp_path):
     assert float((loaded.predict_proba(x[test]).argmax(axis=1) == y[test]).mean()) == accuracy["good"]
 
 
-def test_classify_templates_with_a_registered_model(graph, tmp_path):
+def test_classify_templates_with_a_paper_model(graph, tmp_path):
+    """A paper-family model by name: its stored spec takes the 224-sample, unfiltered 32 kHz windows as they
+    come; no calibration, no OOD reference (said in every answer)."""
+    from eap_assets.core.recording import InputError
+
     eap_array = np.load(graph.data_path / "eaps" / PYRAMID / "3drot" / "eaps.npy")[:5]
     np.save(tmp_path / "units.npy", eap_array)
     out = tmp_path / "predictions.csv"
-    code = cli.main(["classify", str(tmp_path / "units.npy"), "--model", "eap_cnn_3drot_mtype", "--probe",
-                     "SqMEA-10-15", "--dt-ms", str(2**-5), "--data-dir", str(graph.data_path), "--out", str(out)])
+    name = registry.model_name("cnn", "3drot", "mtype", "SqMEA-10-15")
+    code = cli.main(["classify", str(tmp_path / "units.npy"), "--model", name, "--probe", "SqMEA-10-15",
+                     "--dt-ms", str(2**-5), "--unfiltered", "--data-dir", str(graph.data_path), "--out", str(out)])
     assert code == 0
     frame = pd.read_csv(out)
-    assert len(frame) == 5 and set(frame["predicted"]) <= {"SBC", "UTPC"}
-    assert np.allclose(frame[["p_SBC", "p_UTPC"]].sum(axis=1), 1.0, atol=1e-5)
-    champion = registry.load_registered("eap_cnn_3drot_mtype")
-    assert (frame["version"].astype(str) == champion.version).all()
-    dt = 2**-5
-    with pytest.raises(ValueError, match="shape \\(n_units, contacts, samples\\)"):
-        registry.classify(eap_array[0], "SqMEA-10-15", dt, champion)
-    with pytest.raises(ValueError, match="50 contacts but probe 'SqMEA-10-15' has 100"):
-        registry.classify(eap_array[:, :50], "SqMEA-10-15", dt, champion)
-    with pytest.raises(ValueError, match="sampling step 0.05 ms .* does not match"):
-        registry.classify(eap_array, "SqMEA-10-15", 0.05, champion)
-    with pytest.raises(ValueError, match="200 samples per waveform; the model expects 224"):
-        registry.classify(eap_array[:, :, :200], "SqMEA-10-15", dt, champion)
-    with pytest.raises(ProbeError, match="probe 'nope'"):
-        registry.classify(eap_array, "nope", dt, champion)
-    with pytest.raises(registry.RegistryError, match="eap_cnn_spin_mtype"):
-        registry.load_registered("eap_cnn_spin_mtype")
+    assert len(frame) == 5 and set(frame["mtype_predicted"]) <= {"SBC", "UTPC"}
+    assert np.allclose(frame[["mtype_p_SBC", "mtype_p_UTPC"]].sum(axis=1), 1.0, atol=1e-5)
+    champion = registry.load_registered(name)
+    assert (frame["mtype_version"].astype(str) == champion.version).all() and (frame["mtype_alias"] == "champion").all()
+    proba = champion.predict_proba(features.feature_images(eap_array, 2**-5, "SqMEA-10-15"))
+    assert np.allclose(frame[["mtype_p_SBC", "mtype_p_UTPC"]].to_numpy(), proba, atol=1e-5)
+    assert frame["mtype_ood_reason"].str.startswith("not checked").all()
+    with pytest.raises(InputError, match="waveforms have 200 samples at 32000 Hz; the model takes 224"):
+        np.save(tmp_path / "short.npy", eap_array[:, :, :200])
+        classify(tmp_path / "short.npy", model=name, probe="SqMEA-10-15", fs_hz=32000, filtered=False,
+                 data_dir=graph.data_path)
+    with pytest.raises(InputError, match="probe 'nope': not a probeinterface JSON file nor a MEAutility probe"):
+        classify(tmp_path / "units.npy", model=name, probe="nope", fs_hz=32000, filtered=False,
+                 data_dir=graph.data_path)
+    with pytest.raises(registry.RegistryError, match="'paper_cnn_SqMEA-10-15_spin_mtype' has no alias 'champion'"):
+        registry.load_registered("paper_cnn_SqMEA-10-15_spin_mtype")
 
 
-def test_classify_a_mearec_templates_file(graph, tmp_path):
+def test_classify_a_mearec_templates_file_with_a_paper_model(graph, tmp_path):
     import MEArec
+
+    from eap_assets.core.recording import InputError
 
     eap_array = np.load(graph.data_path / "eaps" / SMALL / "norot" / "eaps.npy")[:4]
     info = {"params": {"dt": 2**-5}, "electrodes": {"electrode_name": "SqMEA-10-15"}}
@@ -422,16 +436,17 @@ def test_classify_a_mearec_templates_file(graph, tmp_path):
     MEArec.save_template_generator(MEArec.TemplateGenerator(temp_dict=units, info=info), str(tmp_path / "t.h5"),
                                    verbose=False)
     out = tmp_path / "p.parquet"
-    assert cli.main(["classify", str(tmp_path / "t.h5"), "--model", "eap_lgbm_norot_binary", "--data-dir",
-                     str(graph.data_path), "--out", str(out)]) == 0
+    name = registry.model_name("lgbm", "norot", "binary", "SqMEA-10-15")
+    assert cli.main(["classify", str(tmp_path / "t.h5"), "--model", name, "--data-dir", str(graph.data_path),
+                     "--out", str(out)]) == 0
     frame = pd.read_parquet(out)
-    assert len(frame) == 4 and set(frame["predicted"]) <= {"E", "I"} and {"p_E", "p_I"} <= set(frame.columns)
-    info["params"]["dt"] = 1 / 32.0 * 2  # 16 kHz: refused, not silently misread
+    assert len(frame) == 4 and set(frame["binary_predicted"]) <= {"E", "I"}
+    assert {"binary_p_E", "binary_p_I"} <= set(frame.columns) and (frame["truth_cell"] == "x").all()
+    info["params"]["dt"] = 1 / 32.0 * 2  # 16 kHz: resampled to 32 kHz, the window is then twice the model's
     MEArec.save_template_generator(MEArec.TemplateGenerator(temp_dict=units, info=info), str(tmp_path / "u.h5"),
                                    verbose=False)
-    templates, probe, dt = registry.read_templates(tmp_path / "u.h5")
-    with pytest.raises(ValueError, match="sampling step 0.0625 ms"):
-        registry.classify(templates, probe, dt, registry.load_registered("eap_lgbm_norot_binary"))
+    with pytest.raises(InputError, match="waveforms have 448 samples at 32000 Hz; the model takes 224"):
+        classify(tmp_path / "u.h5", model=name, data_dir=graph.data_path)
 
 
 def test_paper_comparison_report(graph):

@@ -71,12 +71,13 @@ def test_every_asset_has_k8s_resources():
     for assets_def in definitions.defs.resolve_asset_graph().assets_defs:
         if isinstance(assets_def, dg.AssetChecksDefinition) or not assets_def.keys:
             continue  # asset checks run with the executor's default step resources
-        name = assets_def.key.to_user_string()
         config = assets_def.op.tags.get("dagster-k8s/config")
-        assert config is not None, f"asset {name} has no dagster-k8s/config op tag"
-        resources[name] = json.loads(config)["container_config"]["resources"]
-        pools[name] = assets_def.op.pool
-    assert len(resources) == 14
+        for key in assets_def.keys:  # a multi-asset's keys share its op
+            name = key.to_user_string()
+            assert config is not None, f"asset {name} has no dagster-k8s/config op tag"
+            resources[name] = json.loads(config)["container_config"]["resources"]
+            pools[name] = assets_def.op.pool
+    assert len(resources) == 25
     assert resources["generalisation"] == tags.RESOURCES["generalisation"]
     assert resources["morphology_variants"] == tags.RESOURCES["variants"]
     assert resources["spike_templates"] == resources["cell_model"] == tags.RESOURCES["neuron"]

@@ -233,7 +233,9 @@ def test_retry_policies_are_on_io_and_mlflow_assets_only():
     retried = {name for name, policy in policies.items() if policy == TRANSIENT_RETRY}
     assert retried == {"eap_dataset", "feature_table", "training_table", "cnn_model", "lgbm_model", "waveform_model",
                        "evaluation", "hold_out_cell_type", "paper_comparison", "morphology_variants",
-                       "generalisation", "generalisation_report"}
+                       "generalisation", "generalisation_report", "recording_eap_dataset", "recording_training_set",
+                       "waveform_basis", "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model",
+                       "unit_classifier", "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     assert policies["cell_model"] is None and policies["spike_templates"] is None  # NEURON: deterministic
     assert TRANSIENT_RETRY.max_retries == 2 and TRANSIENT_RETRY.backoff == dg.Backoff.EXPONENTIAL
 
@@ -273,16 +275,24 @@ def tiny_registry(tmp_path_factory):
     return name, versions
 
 
-def test_probe_with_another_contact_count_than_the_model(tiny_registry):
+def test_probe_with_another_contact_count_than_the_model(tiny_registry, tmp_path):
+    from eap_assets.core.units import Units
+    from eap_assets.core.probe import model_plane_positions
+    from eap_assets.serving import classify_units
+
     name, _ = tiny_registry
     registry.promote(name, 1, 0.5)
-    model = registry.load_registered(name)
+    loaded = registry.load_classifier(name)
+    units = Units(source="units.npy", unit_ids=np.arange(3), templates=np.ones((3, 25, 224)), fs_hz=32000.0,
+                  positions=model_plane_positions("SqMEA-5-30"), filtered=False)
     with pytest.raises(ValueError) as err:
-        registry.classify(np.zeros((3, 25, 224)), "SqMEA-5-30", 2**-5, model)
-    assert _message(err) == ("ValueError: model eap_lgbm_reliability_binary v1 was trained on probe 'SqMEA-10-15' "
-                             "(100 contacts), not 'SqMEA-5-30' (25 contacts)")
-    with pytest.raises(ValueError, match=r"n_units >= 1; got \(0, 100, 224\)"):
-        registry.classify(np.zeros((0, 100, 224)), "SqMEA-10-15", 2**-5, model)
+        classify_units(units, loaded)
+    print(f"\nMESSAGE probe mismatch: {_message(err)}")
+    assert _message(err) == ("ProbeGeometryError: units.npy: model paper_lgbm_SqMEA-10-15_reliability_binary v1 is for "
+                             "probe SqMEA-10-15 (100 contacts): the recording has 25 contacts, probe 'SqMEA-10-15' has 100")
+    with pytest.raises(ValueError, match=r"units.npy: no units to classify \(an empty sorting\)"):
+        Units(source="units.npy", unit_ids=np.arange(0), templates=np.zeros((0, 100, 224)), fs_hz=32000.0,
+              positions=model_plane_positions("SqMEA-10-15"), filtered=False)
 
 
 def test_worse_model_is_not_promoted_and_says_why(tiny_registry, caplog):
@@ -294,8 +304,8 @@ def test_worse_model_is_not_promoted_and_says_why(tiny_registry, caplog):
         assert registry.promote(name, second, 0.6) == registry.CHALLENGER
     reason = mlflow.MlflowClient().get_model_version(name, second).tags["promotion"]
     print(f"\nMESSAGE worse than the champion: {reason}")
-    assert reason == ("eap_lgbm_reliability_binary v2 not promoted to champion: its test accuracy 0.6000 is below "
-                      "champion v1's 0.9000; aliased challenger, champion unchanged")
+    assert reason == ("paper_lgbm_SqMEA-10-15_reliability_binary v2 not promoted to champion: its test accuracy 0.6000 "
+                      "is below champion v1's 0.9000; aliased challenger, champion unchanged")
     assert reason in caplog.text and registry.load_registered(name).version == str(first)
 
 

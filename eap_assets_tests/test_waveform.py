@@ -209,7 +209,7 @@ def test_waveform_model_asset_is_registered_and_evaluated(materialised):
     table, table_key = _training_table(settings)
     for task in ("binary", "mtype"):
         md = {k: v.value for k, v in latest[f"{ROTATION}|{task}"].asset_materialization.metadata.items()}
-        assert md["registered model"] == f"eap_waveform_{ROTATION}_{task}" and md["alias"] == "champion"
+        assert md["registered model"] == f"paper_waveform_SqMEA-10-15_{ROTATION}_{task}" and md["alias"] == "champion"
         assert md["key"] == model_key("waveform", table_key, training) and md["components"] == 8
         assert 0 <= md["test accuracy"] <= 1 and md["steps run"] >= 1 and "ms per round" in md
         loaded = _champion(settings, task)
@@ -296,41 +296,41 @@ def test_registered_waveform_model_loads_in_a_fresh_process(materialised, tmp_pa
 
 
 def test_classify_raw_templates_with_a_waveform_model(materialised, tmp_path):
-    from dataclasses import replace
-
     import pandas as pd
 
     from eap_assets import cli, registry
+    from eap_assets.core.recording import InputError
     from eap_assets.defs import training as training_defs
+    from eap_assets.serving import classify
 
     settings, _ = materialised
     table, _ = _training_table(settings)
     test_rows = table[table["split"] == "test"]
     champion = _champion(settings, "binary")
     templates = registry.eap_input(training_defs.eap_pool(settings, ROTATION, table), test_rows)
-    dt = settings.stimulus().dt
-    frame = registry.classify(templates, settings.probe, dt, champion)
     proba = champion.predict_proba(templates)
-    assert len(frame) == len(test_rows) and list(frame["predicted"]) == list(np.asarray(["E", "I"])[proba.argmax(1)])
-    np.testing.assert_allclose(frame[["p_E", "p_I"]].to_numpy(), proba)
-    accuracy = float((frame["predicted"].to_numpy() == test_rows["ei"].to_numpy()).mean())
-    assert accuracy == float(champion.tags["test_accuracy"])  # the test set, classified as templates
-    # the command line, on a .npy of templates
     np.save(tmp_path / "units.npy", templates)
     out = tmp_path / "p.csv"
     assert cli.main(["classify", str(tmp_path / "units.npy"), "--model", champion.name, "--probe", settings.probe,
-                     "--dt-ms", str(dt), "--data-dir", str(settings.data_path), "--out", str(out)]) == 0
-    np.testing.assert_allclose(pd.read_csv(out)[["p_E", "p_I"]].to_numpy(), proba, rtol=1e-6)
-    # what the model itself stores is checked (here with registry tags that would let the templates through)
-    with pytest.raises(ValueError, match=r"200 samples\); the waveform model .* takes raw EAPs of 100 contacts x "
-                                         r"224 samples"):
-        registry.classify(templates[:, :, :200], settings.probe, dt, replace(champion, n_samples=200))
-    with pytest.raises(ValueError, match="sampling step 0.05 ms does not match the 0.03125 ms the waveform model"):
-        registry.classify(templates, settings.probe, 0.05, replace(champion, dt_ms=0.05))
+                     "--dt-ms", str(settings.stimulus().dt), "--unfiltered", "--data-dir", str(settings.data_path),
+                     "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == len(test_rows)
+    assert list(frame["binary_predicted"]) == list(np.asarray(["E", "I"])[proba.argmax(1)])
+    np.testing.assert_allclose(frame[["binary_p_E", "binary_p_I"]].to_numpy(), proba, rtol=1e-6)
+    accuracy = float((frame["binary_predicted"].to_numpy() == test_rows["ei"].to_numpy()).mean())
+    assert accuracy == float(champion.tags["test_accuracy"])  # the test set, classified as templates
+    # the model's own stored input shape is what counts: a shorter window is refused, naming both
+    np.save(tmp_path / "short.npy", templates[:, :, :200])
+    with pytest.raises(InputError, match="waveforms have 200 samples at 32000 Hz; the model takes 224"):
+        classify(tmp_path / "short.npy", model=champion.name, probe=settings.probe, fs_hz=32000, filtered=False,
+                 data_dir=settings.data_path)
     bad = templates.copy()
     bad[0, 3, 4] = np.nan
-    with pytest.raises(ValueError, match="NaN or inf"):
-        registry.classify(bad, settings.probe, dt, champion)
+    np.save(tmp_path / "bad.npy", bad)
+    frame = classify(tmp_path / "bad.npy", model=champion.name, probe=settings.probe, fs_hz=32000, filtered=False,
+                     data_dir=settings.data_path)
+    assert frame.loc[0, "error"] == "its template contains NaN or inf" and frame["binary_predicted"].iloc[1:].notna().all()
 
 
 def test_feature_tables_hold_no_waveforms(materialised):

@@ -123,3 +123,49 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], cell_ty
     return Evaluation(accuracy=float(accuracy_score(y_true, y_pred) * 100.0), per_cell_type=per_cell_type,
                       summary=summarise(per_cell_type["accuracy"].to_numpy()), confusion=confusion.astype(np.float64),
                       n=int(y_true.size), classes=classes)
+
+
+def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_of: dict[str, str]) -> dict[str, Any]:
+    """Score a classifier's per-unit answers (``eap_assets.classify`` columns ``<task>_*``) against the truth.
+
+    Parameters
+    ----------
+    answers : DataFrame
+        One row per unit with ``<task>_predicted``, ``<task>_p_<class>`` (calibrated probabilities),
+        ``<task>_abstained``, ``<task>_ood`` and ``error`` (units that were not classified have one).
+    task : str
+        ``binary`` or ``mtype``.
+    truth_mtype : ndarray of str
+        The true m-type of each unit.
+    ei_of : dict
+        m-type -> ``"E"`` / ``"I"``.
+
+    Returns
+    -------
+    dict
+        ``evaluation`` (:meth:`Evaluation.to_dict`: accuracy, per cell type, Table III summary,
+        confusion; all units that were classified), ``ece`` and ``reliability`` (records) of the
+        calibrated confidence, ``coverage`` and ``accuracy_kept`` (units not abstained on), ``ood_rate``,
+        ``units`` and ``not_classified``.
+    """
+    from eap_assets.core.calibration import expected_calibration_error, reliability
+
+    prefix = f"{task}_"
+    classes = [c[len(prefix) + 2:] for c in answers.columns if c.startswith(f"{prefix}p_")]
+    classified = (answers["error"].fillna("") == "").to_numpy() & answers[f"{prefix}predicted"].notna().to_numpy()
+    truth_mtype = np.asarray(truth_mtype).astype(str)
+    truth = np.array([ei_of[m] for m in truth_mtype]) if task == "binary" else truth_mtype
+    known = np.isin(truth, classes)
+    rows = classified & known
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = np.array([index[t] for t in truth[rows]], dtype=np.int64)
+    y_pred = np.array([index[p] for p in answers.loc[rows, f"{prefix}predicted"]], dtype=np.int64)
+    proba = answers.loc[rows, [f"{prefix}p_{c}" for c in classes]].to_numpy(np.float64)
+    kept = ~answers.loc[rows, f"{prefix}abstained"].astype(bool).to_numpy()
+    correct = y_true == y_pred
+    result = evaluate(y_true, y_pred, classes, truth_mtype[rows])
+    return {"evaluation": result.to_dict(), "ece": expected_calibration_error(proba, y_true),
+            "reliability": reliability(proba, y_true).to_dict(orient="records"),
+            "coverage": float(kept.mean()), "accuracy_kept": float(correct[kept].mean()) if kept.any() else float("nan"),
+            "ood_rate": float(answers.loc[rows, f"{prefix}ood"].astype(bool).mean()), "units": int(rows.sum()),
+            "not_classified": int((~classified).sum()), "unknown_truth": int((classified & ~known).sum())}

@@ -236,3 +236,23 @@ def accuracy_vs_noise(summary, title: str, target: float | None = None) -> Figur
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     return fig
+
+
+def reliability_figure(tables: dict[str, object], title: str) -> Figure:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per table
+    (e.g. ``{"uncalibrated": ..., "calibrated": ...}`` of :func:`eap_assets.core.calibration.reliability`),
+    the diagonal for a perfectly calibrated model, and the share of rows per bin as bars."""
+    fig, (ax, share) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfectly calibrated")
+    width = 1.0 / max(len(next(iter(tables.values()))), 1) / (len(tables) + 1)
+    for i, (label, table) in enumerate(tables.items()):
+        filled = table[table["rows"] > 0]
+        ax.plot(filled["confidence"], filled["accuracy"], marker="o", ms=3, color=f"C{i}", label=label)
+        centres = (table["low"] + table["high"]) / 2 + (i - (len(tables) - 1) / 2) * width
+        share.bar(centres, table["rows"] / max(table["rows"].sum(), 1), width=width, color=f"C{i}", alpha=0.7)
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    share.set(xlabel="confidence (largest class probability)", ylabel="share of units")
+    fig.tight_layout()
+    return fig

@@ -101,9 +101,14 @@ def templates_path(data_dir: Path, cell: str) -> Path:
     return Path(data_dir) / "templates" / f"{cell}.npz"
 
 
-def eaps_dir(data_dir: Path, cell: str, rotation: str) -> Path:
-    """Folder of one cell x rotation EAP dataset."""
-    return Path(data_dir) / "eaps" / cell / rotation
+#: Folder (under the data directory) of each family of EAP datasets: the paper's, and those simulated for
+#: recordings (MEA-plane medium, the whole detectable range of positions).
+EAP_ROOTS: dict[str, str] = {"paper": "eaps", "recording": "recording_eaps"}
+
+
+def eaps_dir(data_dir: Path, cell: str, rotation: str, family: str = "paper") -> Path:
+    """Folder of one cell x rotation EAP dataset of a family (:data:`EAP_ROOTS`)."""
+    return Path(data_dir) / EAP_ROOTS[family] / cell / rotation
 
 
 def stored_key(path: Path) -> str | None:
@@ -138,9 +143,9 @@ def ensure_templates(model: cells.CellModel, stimulus: StimulusConfig, data_dir:
 
 
 def ensure_eaps(templates: SpikeTemplates, model: cells.CellModel, config: EAPConfig, data_dir: Path,
-                force: bool = False, log: Log | None = None) -> tuple[EAPDataset, bool]:
-    """Load the EAP dataset if made with these templates and ``config``, else simulate and save it."""
-    folder = eaps_dir(data_dir, model.name, config.rotation)
+                force: bool = False, log: Log | None = None, family: str = "paper") -> tuple[EAPDataset, bool]:
+    """Load the EAP dataset of ``family`` if made with these templates and ``config``, else simulate and save it."""
+    folder = eaps_dir(data_dir, model.name, config.rotation, family)
     key = eaps_key(config, templates.provenance["settings_hash"])
     with file_lock(folder):
         if not force and stored_key(folder) == key:
@@ -175,22 +180,23 @@ def load_current_templates(model: cells.CellModel, stimulus: StimulusConfig, dat
 
 
 def load_current_eaps(model: cells.CellModel, config: EAPConfig, stimulus: StimulusConfig,
-                      data_dir: Path) -> EAPDataset:
-    """The stored EAP dataset of ``model`` x ``config.rotation``, provided it is up to date.
+                      data_dir: Path, family: str = "paper") -> EAPDataset:
+    """The stored EAP dataset of ``model`` x ``config.rotation`` of ``family``, provided it is up to date.
 
     Raises
     ------
     StaleInputError
         If it is missing or its key differs from the one the current settings give.
     """
-    folder = eaps_dir(data_dir, model.name, config.rotation)
+    folder = eaps_dir(data_dir, model.name, config.rotation, family)
     key = eaps_key(config, templates_key(model, stimulus))
     with file_lock(folder, shared=True):
         found = stored_key(folder)
         if found != key:
             state = "does not exist" if found is None else f"was made with other settings (key {found})"
+            asset = "eap_dataset" if family == "paper" else f"{family}_eap_dataset"
             raise StaleInputError(f"EAP dataset {model.name!r} x {config.rotation!r} at {folder} {state}; the "
-                                  f"current settings need key {key}: materialise eap_dataset for it first")
+                                  f"current settings need key {key}: materialise {asset} for it first")
         return EAPDataset.load(folder)
 
 

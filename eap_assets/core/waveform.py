@@ -189,7 +189,7 @@ class WaveformModel:
         x = self.check_input(x)
         out = np.empty((len(x), len(self.components)), dtype=np.float32)
         for i in range(0, len(x), TRANSFORM_CHUNK):
-            out[i:i + TRANSFORM_CHUNK] = (_projection_input(x[i:i + TRANSFORM_CHUNK], self.config)
+            out[i:i + TRANSFORM_CHUNK] = (projection_input(x[i:i + TRANSFORM_CHUNK], self.config)
                                           - self.mean) @ self.components.T
         return out
 
@@ -208,7 +208,7 @@ class WaveformModel:
         return np.argmax(self.predict_proba(x), axis=1).astype(np.int64)
 
 
-def _projection_input(x: np.ndarray, config: WaveformConfig) -> np.ndarray:
+def projection_input(x: np.ndarray, config: WaveformConfig) -> np.ndarray:
     """Windowed, decimated, optionally peak-normalised waveforms flattened to (N, contacts x kept), float32."""
     kept = x[:, :, config.samples(x.shape[2])]
     flat = np.ascontiguousarray(kept, dtype=np.float32).reshape(len(x), -1)
@@ -221,7 +221,7 @@ def _projection_input(x: np.ndarray, config: WaveformConfig) -> np.ndarray:
 def _features(x: np.ndarray, dt: float, config: WaveformConfig, mean: np.ndarray, components: np.ndarray
               ) -> np.ndarray:
     amplitude, width = amplitude_width(x, dt, config.threshold)
-    projection = (_projection_input(x, config) - mean) @ components.T
+    projection = (projection_input(x, config) - mean) @ components.T
     return np.concatenate([amplitude, width, projection], axis=1).astype(np.float32)
 
 
@@ -259,7 +259,7 @@ def fit_projection(x_train: np.ndarray, config: WaveformConfig, seed: int) -> tu
     from sklearn.decomposition import PCA
 
     rows = projection_rows(len(x_train), config, seed)
-    flat = _projection_input(x_train[rows] if len(rows) < len(x_train) else x_train, config)
+    flat = projection_input(x_train[rows] if len(rows) < len(x_train) else x_train, config)
     limit = min(flat.shape)
     if config.n_components > limit:
         raise ValueError(f"WaveformConfig.n_components={config.n_components} exceeds min(rows used for the PCA "

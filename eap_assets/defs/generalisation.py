@@ -106,7 +106,7 @@ def generalisation(context: dg.AssetExecutionContext, settings: SimulationSettin
     registry.configure(mlflow_tracking.uri(settings), mlflow_tracking.experiment)
     registered, versions = {}, {}
     for kind in registry.KINDS:
-        loaded = registry.load_registered(registry.model_name(kind, rotation, task))
+        loaded = registry.load_registered(registry.model_name(kind, rotation, task, settings.probe))
         if loaded.classes != classes:
             raise registry.RegistryError(f"{loaded.name} v{loaded.version} predicts classes {loaded.classes}, the "
                                          f"{rotation} pool has {classes}; retrain it (models_job)")

@@ -86,3 +86,51 @@ def parquet_io_manager(init_context: dg.InitResourceContext) -> ParquetIOManager
     (so one run-config change of the settings moves every artefact)."""
     settings: SimulationSettings = init_context.resources.settings
     return ParquetIOManager(base_path=UPath(init_context.resource_config.get("base_dir") or str(settings.data_path)))
+
+
+class NpzIOManager(dg.UPathIOManager):
+    """Stores a dict of numpy arrays as one ``.npz`` per partition (``<base>/<asset>/<partition>.npz``).
+
+    The dict's ``"key"`` entry (a 0-d string array), when present, is the artefact key; a local file is
+    written to a temporary file and renamed.
+    """
+
+    extension: str = ".npz"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: dict, path: UPath) -> None:
+        if not isinstance(obj, dict):
+            raise TypeError(f"{context.asset_key.to_user_string()}: NpzIOManager stores dicts of arrays, "
+                            f"got {type(obj).__name__}")
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: np.asarray(v) for k, v in obj.items()})
+        if path.protocol in ("", "file", "local"):
+            with atomic_path(path.path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
+        else:
+            with path.open("wb") as fh:
+                fh.write(buffer.getvalue())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> dict:
+        import numpy as np
+
+        with no_retry_for_bad_input():
+            try:
+                with path.open("rb") as fh, np.load(fh, allow_pickle=False) as arrays:
+                    return {k: arrays[k] for k in arrays.files}
+            except (ValueError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                raise ValueError(f"{path}: not a readable .npz file ({exc}); re-materialise it") from exc
+
+
+@dg.io_manager(required_resource_keys={"settings"},
+               config_schema={"base_dir": dg.Field(str, is_required=False,
+                                                   description="Local path or URL (s3://...); default: settings.data_dir")})
+def npz_io_manager(init_context: dg.InitResourceContext) -> NpzIOManager:
+    """:class:`NpzIOManager` rooted like :func:`parquet_io_manager`."""
+    settings: SimulationSettings = init_context.resources.settings
+    return NpzIOManager(base_path=UPath(init_context.resource_config.get("base_dir") or str(settings.data_path)))

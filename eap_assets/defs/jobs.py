@@ -12,6 +12,9 @@ from eap_assets.defs.report import paper_comparison
 from eap_assets.defs.training import (cnn_model, evaluation, hold_out_cell_type, lgbm_model, rotation_task_partitions,
                                        waveform_model)
 from eap_assets.defs.variants import morphology_variants
+from eap_assets.defs.eaps import recording_eap_dataset
+from eap_assets.defs.recording import RECORDING_MODELS, unit_classifier
+from eap_assets.defs.crosscheck import crosscheck, crosscheck_report, mearec_recording, mearec_templates
 
 #: Cell model + spike templates of one cell (NEURON).
 cell_models_job = dg.define_asset_job(
@@ -52,7 +55,37 @@ generalisation_report_job = dg.define_asset_job(
     "generalisation_report_job", selection=dg.AssetSelection.assets(generalisation_report),
     description="Generalisation report (Markdown + CSV + plots) with the targets.")
 
-JOBS = [morphology_variants_job, cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job,
+#: EAPs of one cell x rotation simulated for the models of real recordings.
+recording_eaps_job = dg.define_asset_job(
+    "recording_eaps_job", selection=dg.AssetSelection.assets(recording_eap_dataset),
+    tags={"eap_assets/stage": "eaps"},
+    description="EAPs of one cell and rotation as an MEA records them (MEA-plane medium, whole detectable range).")
+#: The recording training set and waveform basis of one rotation.
+recording_training_job = dg.define_asset_job(
+    "recording_training_job", selection=dg.AssetSelection.assets("recording_training_set", "waveform_basis"),
+    tags={"eap_assets/stage": "training"},
+    description="Band-passed, re-aligned, augmented training set of the models for real recordings (one rotation).")
+#: Every kind of model for real recordings of one rotation x task, then the served unit classifier.
+recording_models_job = dg.define_asset_job(
+    "recording_models_job", selection=dg.AssetSelection.assets(*RECORDING_MODELS, unit_classifier),
+    tags={"eap_assets/stage": "training"},
+    description="Train the models for real recordings, then calibrate and register the best as the unit classifier.")
+
+#: The cross-simulator check: MEArec's templates, a recording per sampling rate, the champions scored on it, the report.
+crosscheck_templates_job = dg.define_asset_job(
+    "crosscheck_templates_job", selection=dg.AssetSelection.assets(mearec_templates),
+    tags={"eap_assets/stage": "neuron"}, description="MEArec's own templates of every BBP cell model.")
+crosscheck_recording_job = dg.define_asset_job(
+    "crosscheck_recording_job", selection=dg.AssetSelection.assets(mearec_recording),
+    tags={"eap_assets/stage": "eaps"}, description="A MEArec recording at one sampling rate and its SortingAnalyzer.")
+crosscheck_job = dg.define_asset_job(
+    "crosscheck_job", selection=dg.AssetSelection.assets(crosscheck),
+    description="The champions classify the MEArec analyzer's units; scored against the ground truth.")
+crosscheck_report_job = dg.define_asset_job(
+    "crosscheck_report_job", selection=dg.AssetSelection.assets(crosscheck_report),
+    description="Cross-simulator report (Markdown + CSV) with the targets.")
+
+JOBS = [crosscheck_templates_job, crosscheck_recording_job, crosscheck_job, crosscheck_report_job, recording_eaps_job, recording_training_job, recording_models_job, morphology_variants_job, cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job,
         generalisation_job, generalisation_report_job]
 
 

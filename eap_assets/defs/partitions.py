@@ -10,14 +10,16 @@ from eap_assets.core.rotations import PAPER_ROTATIONS, ROTATION_MODES
 
 #: Comma-separated rotation modes of this deployment (default: the paper's four).
 ENV_ROTATIONS = "EAP_ASSETS_ROTATIONS"
+#: Comma-separated rotation modes of the models for real recordings (default: 3drot, any orientation).
+ENV_RECORDING_ROTATIONS = "EAP_ASSETS_RECORDING_ROTATIONS"
 
 
-def deployment_rotations() -> list[str]:
-    """Rotation modes from ``EAP_ASSETS_ROTATIONS`` (ValueError naming unknown ones)."""
-    modes = [m.strip() for m in os.environ.get(ENV_ROTATIONS, ",".join(PAPER_ROTATIONS)).split(",") if m.strip()]
+def deployment_rotations(variable: str = ENV_ROTATIONS, default: tuple[str, ...] = PAPER_ROTATIONS) -> list[str]:
+    """Rotation modes from the environment variable ``variable`` (ValueError naming unknown ones)."""
+    modes = [m.strip() for m in os.environ.get(variable, ",".join(default)).split(",") if m.strip()]
     unknown = [m for m in modes if m not in ROTATION_MODES]
     if unknown or not modes:
-        raise ValueError(f"{ENV_ROTATIONS}={os.environ.get(ENV_ROTATIONS)!r}: unknown rotation mode(s) "
+        raise ValueError(f"{variable}={os.environ.get(variable)!r}: unknown rotation mode(s) "
                          f"{unknown}; choose from {', '.join(ROTATION_MODES)}")
     return modes
 
@@ -26,6 +28,10 @@ cell_partitions = dg.DynamicPartitionsDefinition(name="cell_model")
 rotation_partitions = dg.StaticPartitionsDefinition(deployment_rotations())
 #: Keys look like ``L5_BP_bAC217_1|norot`` (dimensions in alphabetical order: cell, rotation).
 cell_rotation_partitions = dg.MultiPartitionsDefinition({"cell": cell_partitions, "rotation": rotation_partitions})
+#: Rotations of the models for real recordings, and the cell x rotation datasets simulated for them.
+recording_rotation_partitions = dg.StaticPartitionsDefinition(deployment_rotations(ENV_RECORDING_ROTATIONS, ("3drot",)))
+cell_recording_partitions = dg.MultiPartitionsDefinition({"cell": cell_partitions,
+                                                          "rotation": recording_rotation_partitions})
 
 
 def cell_rotation_key(cell: str, rotation: str) -> dg.MultiPartitionKey:

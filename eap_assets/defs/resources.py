@@ -170,3 +170,80 @@ def default_settings() -> SimulationSettings:
     folders = [f for f in os.environ.get(ENV_MODEL_FOLDERS, "").split(os.pathsep) if f]
     return SimulationSettings(data_dir=str(Path(os.environ.get(ENV_DATA_DIR, "data")).resolve()),
                               preset=os.environ.get(ENV_PRESET, "paper"), model_folders=folders)
+
+
+class RecordingSettings(dg.ConfigurableResource):
+    """What "looks like a recording" means for the models trained for real data (``recording_*`` assets).
+
+    Geometry of the simulated EAPs (medium, box of soma positions), the input spec of the models
+    (band-pass, window around the negative peak), the detection rule, the augmentation (copies with
+    template noise, noise correlation, filter order and alignment jitter) and the abstention targets
+    of the served classifiers. Every field can be changed per run in the launchpad
+    (``resources.recording.config``); a change gives the affected artefacts new keys.
+    """
+
+    medium: str = Field(default="mea_plane", description="Medium of the simulated EAPs: 'mea_plane' (the MEA's "
+                                                         "non-conducting plane doubles the potential, as MEArec) or "
+                                                         "'infinite'.")
+    x_range_um: list[float] = Field(default=[10.0, 100.0], description="Soma distance from the probe plane, µm: "
+                                                                      "the whole range where a unit is detectable.")
+    overhang_um: float = Field(default=30.0, description="Somata up to this far beyond the probe's outer contacts "
+                                                         "(y, z), µm (MEArec's default overhang).")
+    min_amplitude_uv: float = Field(default=30.0, description="Detection rule: band-passed, noise-free "
+                                                              "peak-to-peak on one contact, µV.")
+    band_hz: list[float] = Field(default=[300.0, 6000.0], description="Band-pass of the recording, Hz.")
+    filter_order: int = Field(default=3, description="Butterworth order of the band-pass (zero-phase; MEArec's 3).")
+    ms_before: float = Field(default=1.0, description="Model window before the negative peak, ms.")
+    ms_after: float = Field(default=2.0, description="Model window after the negative peak, ms.")
+    copies: int = Field(default=3, description="Augmented copies of every EAP.")
+    noise_rms_uv: list[float] = Field(default=[5.0, 30.0], description="Range of the recording noise RMS, µV.")
+    spikes_per_template: list[float] = Field(default=[10.0, 1000.0], description="Range (log-uniform) of the "
+                                                                                 "spikes a template averages.")
+    correlation_um: list[float] = Field(default=[0.0, 60.0], description="Range of the distance at which the "
+                                                                         "noise of two contacts correlates 0.5, µm.")
+    jitter_samples: int = Field(default=1, description="Largest alignment offset, samples.")
+    filter_orders: list[int] = Field(default=[2, 3, 4, 5], description="Butterworth orders of the copies' "
+                                                                       "band-pass (users' filters differ).")
+    waveform_components: int = Field(default=100, description="Principal components of the waveform basis.")
+    abstain_accuracy_binary: float = Field(default=0.99, description="Served E/I classifier: abstain below the "
+                                                                     "confidence whose retained validation units "
+                                                                     "reach this accuracy.")
+    abstain_accuracy_mtype: float = Field(default=0.95, description="Likewise for the m-type classifier.")
+
+    def spec(self, settings: SimulationSettings) -> "RecordingSpec":
+        """The models' input spec (ValueError naming a bad value)."""
+        from eap_assets.core.recording import RecordingSpec
+
+        low, high = self.band_hz
+        return RecordingSpec(fs_hz=1000.0 / settings.stimulus().dt, band_hz=(low, high),
+                             filter_order=self.filter_order, ms_before=self.ms_before, ms_after=self.ms_after,
+                             medium=self.medium, probe=settings.probe)
+
+    def eap_config(self, settings: SimulationSettings, rotation: str) -> EAPConfig:
+        """EAP settings of the recording family for one rotation: the medium and the box (the probe's
+        extent plus the overhang in y and z, ``x_range_um`` in x); acceptance on the raw peak-to-peak."""
+        from eap_assets.core.probe import get_probe
+
+        positions = get_probe(settings.probe).positions
+        lows, highs = positions.min(axis=0) - self.overhang_um, positions.max(axis=0) + self.overhang_um
+        return replace(settings.eap_config(rotation), medium=self.medium, x_range=tuple(self.x_range_um),
+                       y_range=(float(lows[1]), float(highs[1])), z_range=(float(lows[2]), float(highs[2])))
+
+    def set_config(self, settings: SimulationSettings) -> "RecordingSetConfig":
+        """The training set's settings (:class:`eap_assets.core.recording_set.RecordingSetConfig`)."""
+        from eap_assets.core.recording import Augmentation
+        from eap_assets.core.recording_set import RecordingSetConfig
+        from eap_assets.core.waveform import WaveformConfig
+
+        augmentation = Augmentation(copies=self.copies, noise_rms_uv=tuple(self.noise_rms_uv),
+                                    spikes_per_template=tuple(self.spikes_per_template),
+                                    correlation_um=tuple(self.correlation_um), jitter_samples=self.jitter_samples,
+                                    filter_orders=tuple(self.filter_orders), seed=settings.seed)
+        return RecordingSetConfig(spec=self.spec(settings), augmentation=augmentation,
+                                  min_amplitude_uv=self.min_amplitude_uv, test_fraction=settings.test_fraction,
+                                  validation_fraction=settings.validation_fraction,
+                                  waveform=WaveformConfig(n_components=self.waveform_components, max_fit_rows=4000),
+                                  seed=settings.seed)
+
+    def abstain_accuracy(self, task: str) -> float:
+        return self.abstain_accuracy_binary if task == "binary" else self.abstain_accuracy_mtype

@@ -236,10 +236,9 @@ def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: Si
     inputs = ModelInputs(kind, settings, rotation, table)
     split = table["split"].to_numpy()
     train, val, test = (split == "train"), (split == "validation"), (split == "test")
-    name = registry.model_name(kind, rotation, task)
+    name = registry.model_name(kind, rotation, task, settings.probe)
     seed = _seed(settings, kind, rotation, task)
     config = training.config_for(kind)
-    stimulus = settings.stimulus()
     with tracking.run(context, settings, f"{kind} {rotation} {task}") as run:
         mlflow.log_params({**_flat_params(asdict(config)), "kind": kind, "rotation": rotation, "task": task,
                            "seed": seed, "n_train": int(train.sum()), "n_validation": int(val.sum()),
@@ -263,8 +262,9 @@ def _fit_and_register(kind: str, context: dg.AssetExecutionContext, settings: Si
         mlflow.log_metrics({"test_accuracy": test_accuracy, "train_seconds": trained.seconds,
                             "steps_run": trained.steps_run, "best_step": trained.best_step})
         version = registry.log_model(trained.model, kind, name, inputs.map(slice(0, 8)), tags={
-            "kind": kind, "rotation": rotation, "task": task, "classes": list(classes), "input": registry.INPUTS[kind],
-            "probe": settings.probe, "dt_ms": stimulus.dt, "n_samples": stimulus.n_samples,
+            "kind": kind, "family": "paper", "rotation": rotation, "task": task, "classes": list(classes),
+            "input": registry.INPUTS[kind], "probe": settings.probe,
+            "input_spec": registry.paper_spec(settings.probe, settings.medium).to_json(),
             "test_accuracy": repr(test_accuracy), "training_table_key": table.attrs.get("key"),
             "dagster_run_id": context.run.run_id})
         alias = registry.promote(name, version.version, test_accuracy)
@@ -376,7 +376,7 @@ def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, 
     versions = {}
     trained = {kind: _latest_metadata(context, f"{kind}_model") for kind in registry.KINDS}
     for kind in registry.KINDS:
-        name = registry.model_name(kind, rotation, task)
+        name = registry.model_name(kind, rotation, task, settings.probe)
         loaded = registry.load_registered(name, version=str(trained[kind]["version"]))
         versions[kind] = loaded.version
         inputs = ModelInputs(kind, settings, rotation, training_table[test])

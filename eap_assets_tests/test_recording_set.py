@@ -1,0 +1,120 @@
+"""The recording training set on real NEURON EAPs (core/recording_set.py): detection rule, split over EAPs,
+determinism, the basis fitted on training rows only, and serving = training (the features a model was
+trained on are exactly what the served classifier computes from the same waveforms)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from eap_assets.core import models
+from eap_assets.core.classifier import UnitClassifier
+from eap_assets.core.eaps import EAPConfig, simulate_eap_dataset
+from eap_assets.core.pool import EAPPool
+from eap_assets.core.recording import Augmentation, RecordingSpec, to_model_input
+from eap_assets.core.recording_set import (INDEX_COLUMNS, RecordingSetConfig, _windows, build_recording_set,
+                                           table_input, table_proba)
+from eap_assets.core.waveform import WaveformConfig, fit_waveform_classifier
+
+BOX = {"x_range": (10.0, 100.0), "y_range": (-97.5, 97.5), "z_range": (-97.5, 97.5), "medium": "mea_plane"}
+CONFIG = RecordingSetConfig(augmentation=Augmentation(copies=2, seed=5),
+                            waveform=WaveformConfig(n_components=12, max_fit_rows=150), seed=1)
+
+
+@pytest.fixture(scope="module")
+def pool(bp_templates, ttpc1_templates) -> EAPPool:
+    datasets = [simulate_eap_dataset(t, EAPConfig(n_eaps=80, rotation="3drot", seed=2, **BOX), mtype=m)
+                for t, m in ((bp_templates, "BP"), (ttpc1_templates, "TTPC1"))]
+    labels = {bp_templates.cell_name: (bp_templates.cell_name, "BP", False),
+              ttpc1_templates.cell_name: (ttpc1_templates.cell_name, "TTPC1", True)}
+    return EAPPool(datasets, labels)
+
+
+@pytest.fixture(scope="module")
+def built(pool):
+    return build_recording_set(pool, CONFIG)
+
+
+def test_rows_copies_split_and_detection_rule(pool, built):
+    table, basis, summary = built
+    assert list(table.columns[:len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
+    assert table.shape[1] == len(INDEX_COLUMNS) + 200 + 12
+    assert set(table["copy"]) == {0, 1} and len(table) == 2 * sum(summary["detected"].values())
+    # every copy of an EAP is on the same side of the split; every cell is in every split
+    assert (table.groupby(["cell", "eap_id"])["split"].nunique() == 1).all()
+    assert (table.groupby("cell")["split"].nunique() == 3).all()
+    # the detection rule: the clean band-passed EAP reaches 30 µV; what was left out did not
+    for cell, dataset in pool.datasets.items():
+        ids = np.arange(dataset.accepted)
+        _, info, _ = _windows(pool, cell, ids, None, CONFIG, None)
+        detected = set(table.loc[table["cell"] == cell, "eap_id"])
+        assert detected == set(ids[info["peak_to_peak_uv"] >= CONFIG.min_amplitude_uv])
+        assert 0 < len(detected) <= dataset.accepted
+    assert summary["detected"]["L5_BP_bAC217_1"] < summary["eaps"]["L5_BP_bAC217_1"]  # band-passing costs amplitude
+    assert table["noise_uv"].between(5 / np.sqrt(1000), 30 / np.sqrt(10)).all()
+    assert ((table["residual"] >= 0) & (table["residual"] <= 1)).all()
+
+
+def test_same_seed_same_table_and_the_augmentation_seed_matters(pool, built):
+    table = built[0]
+    again = build_recording_set(pool, CONFIG)[0]
+    assert table.equals(again)
+    other = build_recording_set(pool, replace(CONFIG, augmentation=replace(CONFIG.augmentation, seed=6)))[0]
+    assert not np.allclose(other["noise_uv"], table["noise_uv"])
+
+
+def test_the_basis_is_fitted_on_training_rows_only(pool, built):
+    table, basis, _ = built
+    held_out = table[table["split"] != "train"]
+    changed = {}
+    for cell, dataset in pool.datasets.items():
+        eaps = np.array(dataset.eaps)
+        ids = held_out.loc[held_out["cell"] == cell, "eap_id"].unique()
+        eaps[ids] = eaps[ids][::-1]  # other waveforms for the validation / test EAPs (same amplitudes)
+        changed[cell] = replace(dataset, eaps=eaps)
+    labels = {c: tuple(pool.index.loc[pool.index["cell"] == c, ["parent", "mtype", "excitatory"]].iloc[0])
+              for c in pool.datasets}
+    other = build_recording_set(EAPPool(list(changed.values()), labels), CONFIG)[1]
+    assert np.array_equal(other.components, basis.components) and np.array_equal(other.mean, basis.mean)
+
+
+@pytest.mark.parametrize("kind", ["lgbm", "waveform"])
+def test_serving_computes_exactly_the_features_the_model_was_trained_on(pool, built, kind):
+    """A model trained on the table, served as a UnitClassifier on the rows' mapped waveforms, gives the
+    probabilities it gives on the table's rows: no second implementation of the features."""
+    table, basis, _ = built
+    spec = CONFIG.spec
+    y, classes = models.task_labels(table, "binary")
+    train, val = (table["split"] == "train").to_numpy(), (table["split"] == "validation").to_numpy()
+    x = table_input(kind, table, spec)
+    config = models.LGBMConfig(n_estimators=40, early_stopping_rounds=None)
+    if kind == "lgbm":
+        fitted = models.train_lgbm(x[train], y[train], x[val], y[val], 2, config, 0, classes).model
+    else:
+        basis.config = replace(basis.config, lgbm=config)
+        fitted = fit_waveform_classifier(basis, x[train], y[train], x[val], y[val], 2, 0, classes).model
+    rows = table[(table["copy"] == 1) & (table["cell"] == "L5_TTPC1_cADpyr232_1")].head(20)
+    windows, info, _ = _windows(pool, "L5_TTPC1_cADpyr232_1", rows["eap_id"].to_numpy(), 1, CONFIG,
+                                _bank(spec))
+    served = UnitClassifier(kind=kind, task="binary", model=fitted, classes=classes, spec=spec)
+    assert np.allclose(served.predict_proba(windows), table_proba(kind, fitted, rows, spec, classes), atol=1e-6)
+    assert np.allclose(info["peak_to_peak_uv"], rows["peak_to_peak_uv"], rtol=1e-6)
+
+
+def _bank(spec: RecordingSpec):
+    from eap_assets.core.probe import model_plane_positions
+    from eap_assets.core.recording import NoiseBank
+
+    return NoiseBank(spec, model_plane_positions(spec.probe), CONFIG.augmentation.seed)
+
+
+def test_a_noise_free_copy_equals_the_serving_mapping(pool):
+    cell = "L5_BP_bAC217_1"
+    eaps = np.asarray(pool.datasets[cell].eaps[:10])
+    clean = RecordingSetConfig(augmentation=Augmentation(copies=1, noise_rms_uv=(0.0, 0.0), jitter_samples=0,
+                                                         filter_orders=(3,)), waveform=CONFIG.waveform)
+    windows, _, _ = _windows(pool, cell, np.arange(10), 0, clean, None)
+    served, _ = to_model_input(eaps, 32000.0, clean.spec, filtered=False)
+    assert np.array_equal(windows, served)
