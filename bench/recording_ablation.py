@@ -47,6 +47,8 @@ from eap_assets.core.units import read_units  # noqa: E402
 from eap_assets.core.waveform import fit_waveform_classifier  # noqa: E402
 
 VARIANTS = ("full", "no_bandpass", "infinite_medium", "paper_box", "no_noise", "no_jitter")
+#: Recipes beside the ablations: no augmentation at all, and other priors of the template noise.
+EXTRA = ("clean", "spikes_50_1000", "spikes_100_1000")
 
 
 def variant(name: str, pool: EAPPool, config):
@@ -57,6 +59,12 @@ def variant(name: str, pool: EAPPool, config):
         return pool, replace(config, augmentation=replace(config.augmentation, noise_rms_uv=(0.0, 0.0)))
     if name == "no_jitter":
         return pool, replace(config, augmentation=replace(config.augmentation, jitter_samples=0, filter_orders=(3,)))
+    if name == "clean":
+        return pool, replace(config, augmentation=replace(config.augmentation, copies=1, noise_rms_uv=(0.0, 0.0),
+                                                          jitter_samples=0, filter_orders=(3,)))
+    if name.startswith("spikes_"):
+        low, high = (float(v) for v in name.split("_")[1:])
+        return pool, replace(config, augmentation=replace(config.augmentation, spikes_per_template=(low, high)))
     if name in ("infinite_medium", "paper_box"):
         datasets = []
         for d in pool.datasets.values():

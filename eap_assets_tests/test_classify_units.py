@@ -202,3 +202,22 @@ def test_bad_inputs_are_refused_with_what_is_wrong(trained, tmp_path):
     with pytest.raises(InputError, match="nope.h5: no such file"):
         classify(tmp_path / "nope.h5", data_dir=trained.data_path)
     assert len(model_plane_positions("SqMEA-5-30")) == 25
+
+
+def test_templates_objects_and_zarr_analyzers_are_read_as_spikeinterface_writes_them(trained, tmp_path):
+    import spikeinterface.full as si
+
+    analyzer = si.load_sorting_analyzer(trained.data_path / "crosscheck" / "32000" / "analyzer")
+    reference = classify(analyzer, data_dir=trained.data_path, write_properties=False)
+    templates = analyzer.get_extension("templates").get_data(outputs="Templates")
+    from_object = classify(templates, data_dir=trained.data_path)
+    templates.to_zarr(tmp_path / "templates.zarr")
+    from_zarr = classify(tmp_path / "templates.zarr", data_dir=trained.data_path)
+    zarr_analyzer = analyzer.save_as(format="zarr", folder=tmp_path / "analyzer.zarr")
+    from_zarr_analyzer = classify(tmp_path / "analyzer.zarr", data_dir=trained.data_path)
+    for frame in (from_object, from_zarr, from_zarr_analyzer):
+        assert list(frame["mtype_predicted"]) == list(reference["mtype_predicted"])
+        assert np.allclose(frame["binary_confidence"], reference["binary_confidence"], atol=1e-5)
+    reloaded = si.load_sorting_analyzer(tmp_path / "analyzer.zarr")
+    assert list(reloaded.sorting.get_property("eap_binary_predicted")) == list(reference["binary_predicted"])
+    assert zarr_analyzer.get_num_units() == len(reference)

@@ -51,7 +51,9 @@ class CrosscheckSettings(dg.ConfigurableResource):
     min_amp_uv: float = Field(default=50.0, description="MEArec's template amplitude range of a recording: low (also "
                                                         "MEArec's min_amp when it simulates the templates).")
     max_amp_uv: float = Field(default=300.0, description="... and high, µV.")
-    min_dist_um: float = Field(default=10.0, description="Smallest distance between two units' somata, µm.")
+    min_dist_um: float = Field(default=0.0, description="Smallest distance between two units' somata, µm (MEArec's "
+                                                        "25 leaves too few of the small cells, which are all within "
+                                                        "35 µm of the probe: 12 units per cell could not be placed).")
     rotation: str = Field(default="3drot", description="MEArec's rotation of the cells, and the champions used.")
     seed: int = Field(default=2018, description="MEArec's own seed (not the project's).")
 
