@@ -106,8 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--kinds", default="lgbm,waveform")
     parser.add_argument("--markdown", default=None, help="also write the Markdown table here")
+    parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1, as the pipeline)")
+    parser.add_argument("--tasks", default="binary,mtype")
     args = parser.parse_args(argv)
-    settings, recording, training = SimulationSettings(data_dir=args.data_dir), RecordingSettings(), TrainingSettings()
+    settings, recording = SimulationSettings(data_dir=args.data_dir), RecordingSettings()
+    training = TrainingSettings(threads=args.threads)
     found, _ = settings.scan_models()
     pool = load_pool(settings, args.rotation, paper_cells(settings, list(found)), family="recording", recording=recording)
     base = recording.set_config(settings)
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         table, basis, summary = build_recording_set(vpool, config)
         windows, _ = to_model_input(units.templates[:, order], units.fs_hz, config.spec, units.filtered)
         for kind in args.kinds.split(","):
-            for task in models.TASKS:
+            for task in args.tasks.split(","):
                 model, classes = fit(kind, table, basis, task, config.spec, training, seed=0)
                 y, _ = models.task_labels(table, task)
                 test = (table["split"] == "test").to_numpy()

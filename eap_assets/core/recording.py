@@ -295,9 +295,9 @@ class Augmentation:
         Root seed; a copy's draws depend on (seed, cell, rotation, copy, EAP id) only.
     """
 
-    copies: int = 3
+    copies: int = 2
     noise_rms_uv: tuple[float, float] = (5.0, 30.0)
-    spikes_per_template: tuple[float, float] = (10.0, 1000.0)
+    spikes_per_template: tuple[float, float] = (50.0, 1000.0)
     correlation_um: tuple[float, float] = (0.0, 60.0)
     jitter_samples: int = 1
     filter_orders: tuple[int, ...] = (2, 3, 4, 5)

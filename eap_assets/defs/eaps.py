@@ -99,7 +99,7 @@ def eap_dataset_asset(family: str) -> tuple[dg.AssetsDefinition, list[dg.AssetCh
                   recording: RecordingSettings) -> dg.AssetCheckResult:
         """Exactly the configured number of EAPs, with as many index rows."""
         dataset = _current_dataset(family, context, settings, recording)
-        want = settings.eap_config(dataset.rotation).n_eaps
+        want = eap_config(family, settings, recording, dataset.rotation).n_eaps
         counts = {"eaps": dataset.accepted, "positions": len(dataset.positions),
                   "spike_index": len(dataset.spike_index)}
         passed = set(counts.values()) == {want}

@@ -191,14 +191,18 @@ class RecordingSettings(dg.ConfigurableResource):
                                                          "(y, z), µm (MEArec's default overhang).")
     min_amplitude_uv: float = Field(default=30.0, description="Detection rule: band-passed, noise-free "
                                                               "peak-to-peak on one contact, µV.")
+    eaps_factor: float = Field(default=3.0, description="Accepted EAPs per cell and rotation: this many times the "
+                                                        "paper's (3000 at paper scale: the box is ~5x the paper's "
+                                                        "volume and every orientation is drawn).")
     band_hz: list[float] = Field(default=[300.0, 6000.0], description="Band-pass of the recording, Hz.")
     filter_order: int = Field(default=3, description="Butterworth order of the band-pass (zero-phase; MEArec's 3).")
     ms_before: float = Field(default=1.0, description="Model window before the negative peak, ms.")
     ms_after: float = Field(default=2.0, description="Model window after the negative peak, ms.")
-    copies: int = Field(default=3, description="Augmented copies of every EAP.")
+    copies: int = Field(default=2, description="Augmented copies of every EAP.")
     noise_rms_uv: list[float] = Field(default=[5.0, 30.0], description="Range of the recording noise RMS, µV.")
-    spikes_per_template: list[float] = Field(default=[10.0, 1000.0], description="Range (log-uniform) of the "
-                                                                                 "spikes a template averages.")
+    spikes_per_template: list[float] = Field(default=[50.0, 1000.0], description="Range (log-uniform) of the "
+                                                                                 "spikes a template averages (a "
+                                                                                 "sorted unit keeps 50 or more).")
     correlation_um: list[float] = Field(default=[0.0, 60.0], description="Range of the distance at which the "
                                                                          "noise of two contacts correlates 0.5, µm.")
     jitter_samples: int = Field(default=1, description="Largest alignment offset, samples.")
@@ -226,8 +230,15 @@ class RecordingSettings(dg.ConfigurableResource):
 
         positions = get_probe(settings.probe).positions
         lows, highs = positions.min(axis=0) - self.overhang_um, positions.max(axis=0) + self.overhang_um
-        return replace(settings.eap_config(rotation), medium=self.medium, x_range=tuple(self.x_range_um),
+        paper = settings.eap_config(rotation)
+        return replace(paper, medium=self.medium, x_range=tuple(self.x_range_um), n_eaps=self.n_eaps(paper.n_eaps),
                        y_range=(float(lows[1]), float(highs[1])), z_range=(float(lows[2]), float(highs[2])))
+
+    def n_eaps(self, paper_n_eaps: int) -> int:
+        """Accepted EAPs per cell and rotation of the recording family."""
+        if not (self.eaps_factor > 0):
+            raise ValueError(f"recording.eaps_factor must be > 0, got {self.eaps_factor!r}")
+        return max(1, int(round(self.eaps_factor * paper_n_eaps)))
 
     def set_config(self, settings: SimulationSettings) -> "RecordingSetConfig":
         """The training set's settings (:class:`eap_assets.core.recording_set.RecordingSetConfig`)."""
