@@ -16,7 +16,7 @@ RESULTS_ARGS ?=
 FAITHFUL_ARGS ?= --rotations 3drot --stages models,report --paper-cnn
 
 # `make generalisation`: 3 morphology variants of every BBP model (simulated in NEURON like any model), 3drot,
-# every model kind, then the generalisation protocols and report (appended to docs/results.md).
+# every model kind, then the generalisation protocols and report (docs/generalisation.md).
 GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 
 # `make crosscheck`: MEArec's own templates and recordings (32 and 30 kHz) of the 13 cells, read back by SpikeInterface
@@ -72,20 +72,22 @@ results: compile
 	$(MAKE) results-doc
 
 ## honest generalisation at paper scale: morphology variants, every model kind, recording noise 0-40 µV, unseen
-## variants / distances / cell types; data/reports/generalisation.md, appended to docs/results.md (from a
+## variants / distances / cell types; data/reports/generalisation.md, copied to docs/generalisation.md (from a
 ## `make run RUN_ARGS=` data directory: NEURON for the 39 variants, then the two generalisation runs, ~1 h each)
 generalisation: compile
 	$(BIN)/eap-assets run $(GENERALISATION_ARGS) --stages variants,cells,eaps,training,models,generalisation
 	$(MAKE) results-doc
 
-## the cross-simulator check: data/reports/crosscheck.md, appended to docs/results.md
+## the cross-simulator check: data/reports/crosscheck.md, appended to docs/results.md (after the paper comparison)
 crosscheck: compile
 	$(BIN)/eap-assets run $(CROSSCHECK_ARGS) --stages cells,recording,crosscheck
 	$(MAKE) results-doc
 
-# docs/results.md: the paper comparison, then the cross-simulator and generalisation reports when there are
+# docs/results.md: the paper comparison and the cross-simulator report of one data directory (one `make run` +
+# `make crosscheck`); docs/generalisation.md: the generalisation report, when `make generalisation` made one there
 results-doc:
-	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md) $(wildcard data/reports/generalisation.md) > docs/results.md
+	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md) > docs/results.md
+	if [ -f data/reports/generalisation.md ]; then cp data/reports/generalisation.md docs/generalisation.md; fi
 
 ## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)
 ## -> docs/benchmarks.md; needs a paper-scale `make run RUN_ARGS=` in ./data first (templates, training tables);

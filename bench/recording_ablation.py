@@ -41,7 +41,7 @@ from eap_assets.core.classifier import UnitClassifier  # noqa: E402
 from eap_assets.core.evaluation import evaluate  # noqa: E402
 from eap_assets.core.pool import EAPPool  # noqa: E402
 from eap_assets.core.probe import match_contacts  # noqa: E402
-from eap_assets.core.recording import Augmentation, RecordingSpec, to_model_input  # noqa: E402
+from eap_assets.core.recording import RecordingSpec, to_model_input  # noqa: E402
 from eap_assets.core.recording_set import build_recording_set, table_input  # noqa: E402
 from eap_assets.core.units import read_units  # noqa: E402
 from eap_assets.core.waveform import fit_waveform_classifier  # noqa: E402

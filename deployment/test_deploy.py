@@ -383,6 +383,7 @@ class Deployment:
             "DAGSTER_PG_DB": "dagster",
             "EAP_ASSETS_DATA_DIR": str(self.data), "EAP_ASSETS_PRESET": "quick",
             "EAP_ASSETS_MLFLOW_URI": self.mlflow_uri, "EAP_ASSETS_EXECUTOR": "in_process",
+            "EAP_ASSETS_AUTOMATION": "off",  # only the test's backfills run (the automation sensor would follow them)
             "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
         if "EAP_ASSETS_CACHE" in os.environ:  # keep the compiled mechanisms where they are
             self.env["EAP_ASSETS_CACHE"] = os.environ["EAP_ASSETS_CACHE"]
@@ -432,6 +433,8 @@ class Deployment:
         sensor = self.gql(SENSOR, {"selector": selector})["sensorOrError"]
         if sensor["__typename"] != "Sensor":
             raise DeployTestError(f"sensor {name}: {sensor['__typename']}: {sensor.get('message')}")
+        if sensor["sensorState"]["status"] == "STOPPED":  # EAP_ASSETS_AUTOMATION=off: stopped already
+            return
         result = self.gql(STOP_SENSOR, {"origin": sensor["jobOriginId"],
                                         "selector": sensor["sensorState"]["selectorId"]})["stopSensor"]
         if result["__typename"] != "StopSensorMutationResult" or result["instigationState"]["status"] != "STOPPED":

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from eap_assets.core.stages import QUICK_N_EAPS, QUICK_STIMULUS
-from eap_assets.core.storage import atomic_path, atomic_write_text
+from eap_assets.core.storage import atomic_write_text
 
 
 
@@ -115,7 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     stages = tuple(x for x in args.stages.split(",") if x)
-    settings, report = _materialize(args, stages)
+    try:
+        settings, report = _materialize(args, stages)
+    except KeyboardInterrupt:  # the backfill is cancelled; a rerun materialises what is still missing
+        print("interrupted: the backfill was cancelled; `make run` again resumes with what is missing", file=sys.stderr)
+        return 130
     summary = atomic_write_text(settings.data_path / "summary.json",
                                 json.dumps([asdict(r) for r in report.results], indent=2))
     print(f"results under {settings.data_path}; per-partition outcome in {summary}; "

@@ -7,9 +7,11 @@ import dagster as dg
 
 from eap_assets.defs import (cells, crosscheck, eaps, features, generalisation, jobs, recording, report, sensors,
                              training, variants)
+from eap_assets.defs.automation import automation_sensor, with_automation
 from eap_assets.defs.io import npz_io_manager, parquet_io_manager
-from eap_assets.defs.resources import RecordingSettings, SimulationSettings, default_settings
-from eap_assets.defs.training import MLflowTracking, TrainingSettings
+from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.settings import deployment_resources
+from eap_assets.defs.training import MLflowTracking
 
 STAGE_MODULES = [cells, eaps, features, training, report, variants, generalisation, recording, crosscheck]
 #: Executor of every job: ``in_process`` (default: one process per run, runs in parallel),
@@ -44,19 +46,20 @@ def select_executor(name: str | None = None) -> dg.ExecutorDefinition:
 
 
 def build_definitions(settings: SimulationSettings | None = None, executor: str | None = None) -> dg.Definitions:
-    """Definitions with the given settings (default: :func:`default_settings`, from the environment)
-    and executor (default: :func:`select_executor` from ``$EAP_ASSETS_EXECUTOR``, in-process)."""
-    settings = settings or default_settings()
+    """Definitions with the instance's settings (:func:`eap_assets.defs.settings.deployment_resources`: the
+    last ``make run``'s, else the defaults and ``EAP_ASSETS_*`` variables; ``settings`` replaces the simulation
+    settings), the automation conditions of :mod:`eap_assets.defs.automation`, and the executor (default:
+    :func:`select_executor` from ``$EAP_ASSETS_EXECUTOR``, in-process)."""
+    resources = deployment_resources()
+    if settings is not None:
+        resources["settings"] = settings
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(STAGE_MODULES),
+        assets=with_automation(dg.load_assets_from_modules(STAGE_MODULES)),
         asset_checks=dg.load_asset_checks_from_modules(STAGE_MODULES),
         jobs=jobs.JOBS,
-        schedules=[jobs.weekly_retraining],
-        sensors=[sensors.new_cell_models],
-        resources={"settings": settings, "training": TrainingSettings(), "mlflow_tracking": MLflowTracking(),
-                   "parquet_io_manager": parquet_io_manager, "npz_io_manager": npz_io_manager,
-                   "recording": RecordingSettings(), "crosscheck_settings": crosscheck.CrosscheckSettings(),
-                   "generalisation_settings": generalisation.GeneralisationSettings()},
+        sensors=[sensors.new_cell_models, automation_sensor()],
+        resources={**resources, "mlflow_tracking": MLflowTracking(),
+                   "parquet_io_manager": parquet_io_manager, "npz_io_manager": npz_io_manager},
         executor=select_executor(executor),
     )
 

@@ -1,15 +1,17 @@
-"""``make run``: materialise the whole asset graph in dependency order through the local Dagster
-instance, partitions in parallel worker processes, skipping partitions that are up to date.
+"""``make run``: materialise the whole asset graph as one Dagster backfill through the local instance.
 
-With ``settings.variants_per_cell`` > 0, first ``morphology_variants_job`` (the variants of every
-BBP model, added as cell partitions). Per cell: ``cell_models_job`` (cell_model, spike_templates);
-as soon as it is done, per rotation ``eap_datasets_job`` (eap_dataset, feature_table); once every
-cell of a rotation is done, ``training_tables_job`` (training_table and what hangs off it).
-Morphology variants go through the cell and EAP stages only: the training tables are the BBP
-models'. With the ``generalisation`` stage, each rotation x task's ``generalisation_job`` runs once
-its models and every cell's (variants included) EAP datasets are done, then
-``generalisation_report_job``. Every run is an ordinary Dagster run recorded in the instance, so it shows in the UI
-with its logs, metadata and checks.
+The selection (the stages asked for, every cell and rotation) is planned per stage partition
+(:func:`_plan`): up to date ones are skipped, the rest are the targets of one asset backfill,
+launched through the webserver of the local deployment (``make ui``'s if it runs, else a
+``dagster dev`` started for the run: :class:`eap_assets.local.LocalDagster`). Dagster's backfill
+daemon orders the runs by the asset graph (cell -> EAP datasets and feature tables -> training
+tables -> models and evaluation -> report; the recording family, generalisation and cross-check
+likewise), and the instance's run queue runs at most one per core. Progress is printed per run;
+Ctrl-C cancels the backfill; a rerun materialises only what is missing or out of date. With
+``settings.variants_per_cell`` > 0, a first backfill makes the morphology variants (added as cell
+partitions); they go through the cell and EAP stages only (the training tables are the BBP models').
+Every run is an ordinary Dagster run recorded in the instance, so it shows in the UI with its
+logs, metadata and checks.
 
 A partition is skipped when the instance's latest materialisation of its last asset carries the
 key that the current settings give *and* the artefact on disk still has that key; ``force``
@@ -18,12 +20,9 @@ runs everything (and makes the assets recompute).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import dagster as dg
@@ -42,8 +41,9 @@ from eap_assets.defs.partitions import (cell_partitions, cell_rotation_key, reco
 from eap_assets.defs.crosscheck import CrosscheckSettings, rate_partitions, recording_paths, stored_key
 from eap_assets.defs.recording import recording_model_key, training_set_key
 from eap_assets.defs.resources import RecordingSettings, SimulationSettings
-from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key, rotation_task_partitions
-from eap_assets.local import ensure_dagster_home
+from eap_assets.defs.settings import resource_fields, write_settings
+from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key
+from eap_assets.local import BACKFILL_DONE, LocalDagster, ensure_dagster_home
 
 STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation", "crosscheck",
                            "report")
@@ -85,21 +85,11 @@ def settings_run_config(settings: SimulationSettings, training: TrainingSettings
                         generalisation: GeneralisationSettings | None = None,
                         recording: RecordingSettings | None = None, crosscheck: CrosscheckSettings | None = None) -> dict:
     """Run config that gives a run exactly these settings (also visible in the UI's launchpad)."""
-    resources = {"settings": {"config": _fields(settings)}}
-    if crosscheck is not None:
-        resources["crosscheck_settings"] = {"config": _fields(crosscheck)}
-    if recording is not None:
-        resources["recording"] = {"config": _fields(recording)}
-    if training is not None:
-        resources["training"] = {"config": _fields(training)}
-    if generalisation is not None:
-        resources["generalisation_settings"] = {"config": _fields(generalisation)}
+    given = {"settings": settings, "crosscheck_settings": crosscheck, "recording": recording, "training": training,
+             "generalisation_settings": generalisation}
+    resources = {key: {"config": resource_fields(value)} for key, value in given.items() if value is not None}
     return {"resources": resources,
             "loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
-
-
-def _fields(resource: dg.ConfigurableResource) -> dict:
-    return {name: getattr(resource, name) for name in type(resource).model_fields}
 
 
 def execute_partition(job_name: str, partition_key: str, run_config: dict) -> TaskResult:
@@ -281,7 +271,8 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
         Subset of :data:`STAGES`; ``variants`` runs ``morphology_variants_job`` (before the model scan)
         when ``settings.variants_per_cell`` > 0, and is a no-op otherwise.
     workers : int
-        Runs executed at once (processes; NEURON is single-threaded).
+        Runs at once, when this call creates the local instance (its ``dagster.yaml`` run queue limit; then
+        edit that file).
     training : TrainingSettings, optional
         Training settings (default: the paper's).
     generalisation : GeneralisationSettings, optional
@@ -327,285 +318,302 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     with_crosscheck = "crosscheck" in stages_
     rates = rate_partitions.get_partition_keys() if with_crosscheck else []
     run_config = settings_run_config(settings, training, generalisation, recording, crosscheck)
-    variants_run = None
-    if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
-        ensure_dagster_home()
-        variants_run = execute_partition("morphology_variants_job", "", run_config)
-        if variants_run.status == "failed":
-            log(f"morphology_variants_job FAILED: {variants_run.error}; continuing with the variants on disk")
-    models, invalid = _scan(settings, cell_names, log)
-    variant_cells = {m.name for m in models if m.parent is not None}
-    variant_cells |= {n for n in invalid if with_variants and (settings.variants_path / n).exists()}
-    paper_models = [m for m in models if m.parent is None]  # the training tables' cells
-    ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(cell_partitions.name))
-    new = [m.name for m in models if m.name not in known]
-    if new:
-        instance.add_dynamic_partitions(cell_partitions.name, new)
-    try:
-        if models:
-            cells.prepare_mechanisms(models)  # compile once, before workers start
-    except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
-        log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
-    up_to_date = _UpToDate(instance, settings, training)
+    home = ensure_dagster_home(workers)
+    # the UI, its daemon and the automation sensor go on with these settings (eap_assets.defs.settings)
+    write_settings({"settings": settings, "training": training, "recording": recording, "crosscheck_settings": crosscheck,
+                    "generalisation_settings": generalisation}, home)
     report = RunReport()
-    n_paper = len(models) + len(invalid) - len(variant_cells)
-    n_tasks = ((len(models) + len(invalid)) * (("cells" in stages_) + len(rotations) * ("eaps" in stages_))
-               + len(recording_rotations) * (n_paper + 1 + len(TASKS)) + with_crosscheck * (2 + 2 * len(rates))
-               + len(rotations) * (("training" in stages_) + len(TASKS) * ("models" in stages_)) + ("report" in stages_)
-               + (variants_run is not None) + ("generalisation" in stages_) * (len(rotations) * len(TASKS) + 1))
-    n_variants = f" (+ {len(variant_cells)} morphology variants)" if variant_cells else ""
-    log(f"{len(paper_models)}{n_variants} cells x {len(rotations)} rotations ({settings.preset} "
-        f"preset) -> {settings.data_path}; Dagster instance {os.environ['DAGSTER_HOME']}; {n_tasks} partition runs, "
-        f"{workers} at a time")
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per worker process
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"))
-    running: dict[Future, tuple[str, str, str | None, str | None]] = {}
-    waiting_rotation = {r: ({m.name for m in models} | set(invalid)) - variant_cells for r in rotations}
-    failed_cells: dict[str, set[str]] = {r: set() for r in rotations}
-    waiting_models = {str(rotation_task_key(r, t)) for r in rotations for t in TASKS}
-    # generalisation of a rotation x task: after its models and every variant's EAPs of the rotation
-    waiting_variant_eaps = {r: set(variant_cells) for r in rotations}
-    failed_variants: dict[str, set[str]] = {r: set() for r in rotations}
-    models_ok: dict[str, bool] = {}
-    waiting_generalisation = set(waiting_models) if "generalisation" in stages_ else set()
-    waiting_recording = {r: ({m.name for m in models} | set(invalid)) - variant_cells for r in recording_rotations}
-    # the cross-check of each rate: after its recording and the unit classifiers of its rotation (if trained here)
-    waiting_classifiers = ({str(rotation_task_key(crosscheck.rotation, t)) for t in TASKS}
-                           if crosscheck.rotation in recording_rotations else set())
-    waiting_rates, rates_ok, scored = set(rates), {}, set()
-    failed_recording: dict[str, set[str]] = {r: set() for r in recording_rotations}
-    started_generalisation: set[str] = set()
     start = time.perf_counter()
-
-    def record(result: TaskResult) -> None:
-        report.results.append(result)
-        detail = {"done": f"done in {result.seconds:.1f} s", "skipped": "up to date, skipped",
-                  "failed": f"FAILED after {result.seconds:.1f} s: {result.error}"}[result.status]
-        log(f"[{len(report.results):>3}/{n_tasks}] {result.job} {result.partition}: {detail}")
-
-    def submit(job: str, partition: str, cell: str | None, rotation: str | None) -> None:
-        running[pool.submit(execute_partition, job, partition, run_config)] = (job, partition, cell, rotation)
-
-    def after_cell(name: str, ok: bool) -> None:
-        if name not in variant_cells:
-            for rotation in recording_rotations:
-                partition = str(cell_rotation_key(name, rotation))
-                if not ok:
-                    record(TaskResult("recording_eaps_job", partition, "failed", error=f"cell stage of {name} failed"))
-                    after_recording_eaps(name, rotation, False)
-                elif not settings.force and up_to_date.recording_eaps(by_name[name], rotation, recording):
-                    record(TaskResult("recording_eaps_job", partition, "skipped"))
-                    after_recording_eaps(name, rotation, True)
-                else:
-                    submit("recording_eaps_job", partition, name, rotation)
-        for rotation in rotations:
-            if "eaps" not in stages_:
-                after_eaps(name, rotation, ok)
-            elif not ok:
-                record(TaskResult("eap_datasets_job", str(cell_rotation_key(name, rotation)), "failed",
-                                  error=f"cell stage of {name} failed"))
-                after_eaps(name, rotation, False)
-            elif not settings.force and up_to_date.eaps(by_name[name], rotation):
-                record(TaskResult("eap_datasets_job", str(cell_rotation_key(name, rotation)), "skipped"))
-                after_eaps(name, rotation, True)
-            else:
-                submit("eap_datasets_job", str(cell_rotation_key(name, rotation)), name, rotation)
-
-    def after_recording_eaps(name: str, rotation: str, ok: bool) -> None:
-        waiting_recording[rotation].discard(name)
-        if not ok:
-            failed_recording[rotation].add(name)
-        if waiting_recording[rotation]:
-            return
-        if failed_recording[rotation]:
-            record(TaskResult("recording_training_job", rotation, "failed", error="recording EAPs failed for "
-                              f"{', '.join(sorted(failed_recording[rotation]))}"))
-            after_recording_set(rotation, False)
-        elif not settings.force and up_to_date.recording_set(paper_models, rotation, recording):
-            record(TaskResult("recording_training_job", rotation, "skipped"))
-            after_recording_set(rotation, True)
-        else:
-            submit("recording_training_job", rotation, None, rotation)
-
-    def after_recording_set(rotation: str, ok: bool) -> None:
-        for task in TASKS:
-            partition = str(rotation_task_key(rotation, task))
-            if not ok:
-                record(TaskResult("recording_models_job", partition, "failed",
-                                  error=f"recording training set {rotation} failed"))
-                after_classifier(partition)
-            elif not settings.force and up_to_date.recording_models(paper_models, rotation, task, recording):
-                record(TaskResult("recording_models_job", partition, "skipped"))
-                after_classifier(partition)
-            else:
-                submit("recording_models_job", partition, None, rotation)
-
-    def after_classifier(partition: str) -> None:
-        waiting_classifiers.discard(partition)
-        for rate in sorted(rates_ok):
-            maybe_crosscheck(rate)
-
-    def after_mearec_templates(ok: bool) -> None:
-        for rate in rates:
-            if not ok:
-                record(TaskResult("crosscheck_recording_job", rate, "failed", error="MEArec templates failed"))
-                after_mearec_recording(rate, False)
-            elif not settings.force and up_to_date.mearec_recording(paper_models, rate, crosscheck):
-                record(TaskResult("crosscheck_recording_job", rate, "skipped"))
-                after_mearec_recording(rate, True)
-            else:
-                submit("crosscheck_recording_job", rate, None, None)
-
-    def after_mearec_recording(rate: str, ok: bool) -> None:
-        rates_ok[rate] = ok
-        maybe_crosscheck(rate)
-
-    def maybe_crosscheck(rate: str) -> None:
-        if rate in scored or rate not in rates_ok or waiting_classifiers:
-            return
-        scored.add(rate)
-        if rates_ok[rate]:
-            submit("crosscheck_job", rate, None, None)
-        else:
-            record(TaskResult("crosscheck_job", rate, "failed", error=f"MEArec recording {rate} failed"))
-            after_crosscheck(rate)
-
-    def after_crosscheck(rate: str) -> None:
-        waiting_rates.discard(rate)
-        if not waiting_rates:
-            submit("crosscheck_report_job", "", None, None)
-
-    def after_eaps(name: str, rotation: str, ok: bool) -> None:
-        if name in variant_cells:  # a variant's feature tables are not part of the training tables
-            waiting_variant_eaps[rotation].discard(name)
-            if not ok:
-                failed_variants[rotation].add(name)
-            for task in TASKS:
-                maybe_generalise(rotation, task)
-            return
-        waiting_rotation[rotation].discard(name)
-        if not ok:
-            failed_cells[rotation].add(name)
-        if waiting_rotation[rotation]:
-            return
-        if "training" not in stages_:
-            after_training(rotation, not failed_cells[rotation])
-        elif failed_cells[rotation]:
-            record(TaskResult("training_tables_job", rotation, "failed",
-                              error=f"feature tables failed for {', '.join(sorted(failed_cells[rotation]))}"))
-            after_training(rotation, False)
-        elif not settings.force and up_to_date.training_tables(paper_models, rotation):
-            record(TaskResult("training_tables_job", rotation, "skipped"))
-            after_training(rotation, True)
-        else:
-            submit("training_tables_job", rotation, None, rotation)
-
-    def after_training(rotation: str, ok: bool) -> None:
-        for task in TASKS:
-            partition = str(rotation_task_key(rotation, task))
-            if "models" not in stages_:
-                after_models(partition, ok)
-            elif not ok:
-                record(TaskResult("models_job", partition, "failed", error=f"training table {rotation} failed"))
-                after_models(partition, False)
-            elif not settings.force and up_to_date.models(paper_models, rotation, task):
-                record(TaskResult("models_job", partition, "skipped"))
-                after_models(partition, True)
-            else:
-                submit("models_job", partition, None, rotation)
-
-    def after_models(partition: str, ok: bool) -> None:
-        waiting_models.discard(partition)
-        models_ok[partition] = ok
-        keys = rotation_task_partitions.get_partition_key_from_str(partition).keys_by_dimension
-        maybe_generalise(keys["rotation"], keys["task"])
-        if not waiting_models and "report" in stages_:
-            submit("report_job", "", None, None)
-
-    def maybe_generalise(rotation: str, task: str) -> None:
-        partition = str(rotation_task_key(rotation, task))
-        if (partition not in waiting_generalisation or partition in started_generalisation
-                or partition not in models_ok or waiting_variant_eaps[rotation]):
-            return
-        started_generalisation.add(partition)
-        if not models_ok[partition] or failed_variants[rotation]:
-            why = (f"EAPs of variants {sorted(failed_variants[rotation])[:3]} failed" if models_ok[partition]
-                   else f"models {partition} failed")
-            record(TaskResult("generalisation_job", partition, "failed", error=why))
-            after_generalisation(partition, False)
-        elif not settings.force and up_to_date.generalisation(paper_models, rotation, task,
-                                                              generalisation.config(settings)):
-            record(TaskResult("generalisation_job", partition, "skipped"))
-            after_generalisation(partition, True)
-        else:
-            submit("generalisation_job", partition, None, rotation)
-
-    def after_generalisation(partition: str, ok: bool) -> None:
-        waiting_generalisation.discard(partition)
-        if not waiting_generalisation:
-            submit("generalisation_report_job", "", None, None)
-
-    by_name = {m.name: m for m in models}
-    try:
-        if variants_run is not None:
-            record(variants_run)
-        if with_crosscheck:  # MEArec's own simulations need no artefact of ours: they start at once
-            if not settings.force and up_to_date.mearec_templates(paper_models, crosscheck):
-                record(TaskResult("crosscheck_templates_job", "", "skipped"))
-                after_mearec_templates(True)
-            else:
-                submit("crosscheck_templates_job", "", None, None)
-        for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
-            record(TaskResult("cell_models_job", name, "failed", error=f"CellModelError: {problem}"))
-            after_cell(name, False)
-        for model in models:
-            if "cells" not in stages_:
-                after_cell(model.name, True)
-            elif not settings.force and up_to_date.cell(model):
-                record(TaskResult("cell_models_job", model.name, "skipped"))
-                after_cell(model.name, True)
-            else:
-                submit("cell_models_job", model.name, model.name, None)
-        while running:
-            done = next(f for f in _wait_any(running))
-            job, partition, cell, rotation = running.pop(done)
-            try:
-                result = done.result()
-            except Exception as exc:  # a worker that died (e.g. killed) fails only its partition
-                result = TaskResult(job, partition, "failed", error=f"{type(exc).__name__}: {exc}")
-            record(result)
-            ok = result.status == "done"
-            if job == "cell_models_job":
-                after_cell(cell, ok)
-            elif job == "recording_eaps_job":
-                after_recording_eaps(cell, rotation, ok)
-            elif job == "recording_training_job":
-                after_recording_set(rotation, ok)
-            elif job == "recording_models_job":
-                after_classifier(partition)
-            elif job == "crosscheck_templates_job":
-                after_mearec_templates(ok)
-            elif job == "crosscheck_recording_job":
-                after_mearec_recording(partition, ok)
-            elif job == "crosscheck_job":
-                after_crosscheck(partition)
-            elif job == "eap_datasets_job":
-                after_eaps(cell, rotation, ok)
-            elif job == "training_tables_job":
-                after_training(rotation, ok)
-            elif job == "models_job":
-                after_models(partition, ok)
-            elif job == "generalisation_job":
-                after_generalisation(partition, ok)
-    finally:
-        pool.shutdown(cancel_futures=True)
-        instance.dispose()
+    with _LazyDagster(home, log) as dagster, dg.DagsterInstance.get() as instance:
+        if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
+            plan = Plan()
+            plan.target("morphology_variants", None)
+            Backfill(dagster, instance, plan, run_config, report, log, "make run: morphology variants").run()
+            if report.failed:
+                log(f"morphology_variants FAILED: {report.failed[0].error}; continuing with the variants on disk")
+        models, invalid = _scan(settings, cell_names, log)
+        variant_cells = {m.name for m in models if m.parent is not None}
+        variant_cells |= {n for n in invalid if with_variants and (settings.variants_path / n).exists()}
+        paper_models = [m for m in models if m.parent is None]  # the training tables' cells
+        known = set(instance.get_dynamic_partitions(cell_partitions.name))
+        new = [m.name for m in models if m.name not in known]
+        if new:
+            instance.add_dynamic_partitions(cell_partitions.name, new)
+        try:
+            if models:
+                cells.prepare_mechanisms(models)  # compile once, before the runs start
+        except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
+            log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
+        up_to_date = _UpToDate(instance, settings, training)
+        plan = _plan(settings, models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates,
+                     stages_, up_to_date, recording, crosscheck, generalisation)
+        for result in plan.settled:
+            report.results.append(result)
+            log(f"{result.job} {result.partition}: "
+                + ("up to date, skipped" if result.status == "skipped" else f"FAILED: {result.error}"))
+        if plan.targets:
+            Backfill(dagster, instance, plan, run_config, report, log, "make run").run()
     log(f"finished in {time.perf_counter() - start:.0f} s: {report.count('done')} run, "
         f"{report.count('skipped')} up to date, {len(report.failed)} failed")
     return report
+
+
+#: The stage job of every asset: a backfill run is reported under the job of its assets.
+STAGE_JOB: dict[str, str] = {}
+
+
+def _stage_job(assets: Sequence[str]) -> str:
+    if not STAGE_JOB:
+        from eap_assets.definitions import defs
+        from eap_assets.defs.jobs import JOBS
+
+        graph = defs.resolve_asset_graph()
+        for job in JOBS:
+            for key in job.selection.resolve(graph):
+                STAGE_JOB.setdefault(key.to_user_string(), job.name)
+    jobs = sorted({STAGE_JOB.get(a, a) for a in assets})
+    return ",".join(jobs) or "__ASSET_JOB"
+
+
+@dataclass
+class Plan:
+    """What a ``make run`` asks Dagster for: asset -> partitions to materialise (one backfill), the stage
+    partitions settled without a run (up to date, or failed before starting), and the (job, partition)
+    of every targeted stage partition (to report those the backfill never reached)."""
+
+    targets: dict[str, list[str] | None] = field(default_factory=dict)
+    settled: list[TaskResult] = field(default_factory=list)
+    expected: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def target(self, asset: str, partition: str | None, *more: str) -> None:
+        """Materialise ``asset`` (and ``more`` assets of the same partitioning) at ``partition``."""
+        for name in (asset, *more):
+            if partition is None:
+                self.targets[name] = None
+            else:
+                self.targets.setdefault(name, []).append(partition)
+        self.expected[(_stage_job([asset]), partition or "")] = [asset, *more]
+
+    def skip(self, job: str, partition: str) -> None:
+        self.settled.append(TaskResult(job, partition, "skipped"))
+
+    def fail(self, job: str, partition: str, error: str) -> None:
+        self.settled.append(TaskResult(job, partition, "failed", error=error))
+
+
+def _plan(settings, models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_,
+          up_to_date: "_UpToDate", recording, crosscheck, generalisation) -> Plan:
+    """Which stage partitions to materialise, which are up to date (skipped), which fail without a run (an
+    invalid model folder and what needs every cell of a rotation). Dagster orders the targets by the graph."""
+    plan, force = Plan(), settings.force
+    for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
+        plan.fail("cell_models_job", name, f"CellModelError: {problem}")
+    broken = sorted(set(invalid) - variant_cells)
+    for model in models:
+        if "cells" in stages_:
+            if not force and up_to_date.cell(model):
+                plan.skip("cell_models_job", model.name)
+            else:
+                plan.target("cell_model", model.name, "spike_templates")
+        for rotation in rotations:
+            partition = str(cell_rotation_key(model.name, rotation))
+            if "eaps" not in stages_:
+                continue
+            if not force and up_to_date.eaps(model, rotation):
+                plan.skip("eap_datasets_job", partition)
+            else:
+                plan.target("eap_dataset", partition, "feature_table")
+        if model.parent is None:
+            for rotation in recording_rotations:
+                partition = str(cell_rotation_key(model.name, rotation))
+                if not force and up_to_date.recording_eaps(model, rotation, recording):
+                    plan.skip("recording_eaps_job", partition)
+                else:
+                    plan.target("recording_eap_dataset", partition)
+    for name in broken:
+        for rotation in rotations if "eaps" in stages_ else []:
+            plan.fail("eap_datasets_job", str(cell_rotation_key(name, rotation)), f"cell stage of {name} failed")
+    needs_all = f"feature tables failed for {', '.join(broken)}"
+    for rotation in recording_rotations:
+        if broken:
+            plan.fail("recording_training_job", rotation, f"recording EAPs failed for {', '.join(broken)}")
+        elif not force and up_to_date.recording_set(paper_models, rotation, recording):
+            plan.skip("recording_training_job", rotation)
+        else:
+            plan.target("recording_training_set", rotation, "waveform_basis")
+        for task in TASKS:
+            partition = str(rotation_task_key(rotation, task))
+            if broken:
+                plan.fail("recording_models_job", partition, f"recording training set {rotation} failed")
+            elif not force and up_to_date.recording_models(paper_models, rotation, task, recording):
+                plan.skip("recording_models_job", partition)
+            else:
+                plan.target("recording_cnn_model", partition, "recording_lgbm_model", "recording_waveform_model",
+                            "unit_classifier")
+    for rotation in rotations:
+        if "training" in stages_:
+            if broken:
+                plan.fail("training_tables_job", rotation, needs_all)
+            elif not force and up_to_date.training_tables(paper_models, rotation):
+                plan.skip("training_tables_job", rotation)
+            else:
+                plan.target("training_table", rotation, "hold_out_cell_type")
+        for task in TASKS:
+            partition = str(rotation_task_key(rotation, task))
+            if "models" in stages_:
+                if broken:
+                    plan.fail("models_job", partition, f"training table {rotation} failed")
+                elif not force and up_to_date.models(paper_models, rotation, task):
+                    plan.skip("models_job", partition)
+                else:
+                    plan.target("cnn_model", partition, "lgbm_model", "waveform_model", "evaluation")
+            if "generalisation" in stages_:
+                if broken:
+                    plan.fail("generalisation_job", partition, f"models {partition} failed")
+                elif not force and up_to_date.generalisation(paper_models, rotation, task,
+                                                             generalisation.config(settings)):
+                    plan.skip("generalisation_job", partition)
+                else:
+                    plan.target("generalisation", partition)
+    if "generalisation" in stages_ and rotations:
+        plan.target("generalisation_report", None)
+    if "report" in stages_ and "models" in stages_ and rotations:
+        if broken:
+            plan.fail("report_job", "", needs_all)
+        else:
+            plan.target("paper_comparison", None)
+    if rates:
+        if not force and up_to_date.mearec_templates(paper_models, crosscheck):
+            plan.skip("crosscheck_templates_job", "")
+        else:
+            plan.target("mearec_templates", None)
+        for rate in rates:
+            if not force and up_to_date.mearec_recording(paper_models, rate, crosscheck):
+                plan.skip("crosscheck_recording_job", rate)
+            else:
+                plan.target("mearec_recording", rate)
+            plan.target("crosscheck", rate)
+        plan.target("crosscheck_report", None)
+    return plan
+
+
+def _why_not_run(job: str, partition: str, failed: Sequence[TaskResult]) -> str:
+    """Why the backfill never ran a stage partition, from the failures upstream of it."""
+    parts = partition.split("|")
+    failed_cells = sorted({r.partition.split("|")[0] for r in failed
+                           if r.job in ("cell_models_job", "eap_datasets_job", "recording_eaps_job")
+                           and (r.job == "cell_models_job" or r.partition.split("|")[-1] == parts[0])})
+    if job in ("eap_datasets_job", "recording_eaps_job") and parts[0] in failed_cells:
+        return f"cell stage of {parts[0]} failed"
+    if job == "training_tables_job" and failed_cells:
+        return f"feature tables failed for {', '.join(failed_cells)}"
+    if job == "recording_training_job" and failed_cells:
+        return f"recording EAPs failed for {', '.join(failed_cells)}"
+    if job in ("models_job", "recording_models_job", "generalisation_job") and len(parts) == 2:
+        table = "training_tables_job" if job != "recording_models_job" else "recording_training_job"
+        if failed_cells or any(r.job == table and r.partition == parts[0] for r in failed):
+            return f"training table {parts[0]} failed"
+    return "not run: upstream failed (" + "; ".join(f"{r.job} {r.partition}" for r in failed[:3]) + ")"
+
+
+class _LazyDagster:
+    """A :class:`~eap_assets.local.LocalDagster` started on first use (nothing to run: nothing started)."""
+
+    def __init__(self, home, log: Log):
+        self.home, self.log, self.local = home, log, None
+
+    def __enter__(self) -> "_LazyDagster":
+        return self
+
+    def get(self) -> LocalDagster:
+        if self.local is None:
+            self.local = LocalDagster(self.home, log=self.log).__enter__()
+        return self.local
+
+    def __exit__(self, *exc) -> None:
+        if self.local is not None:
+            self.local.__exit__(*exc)
+
+
+class Backfill:
+    """One asset backfill of a :class:`Plan`'s targets through the instance's run queue, followed run by run;
+    Ctrl-C cancels it (its runs in progress are cancelled) and re-raises."""
+
+    def __init__(self, dagster: _LazyDagster, instance: dg.DagsterInstance, plan: Plan, run_config: dict,
+                 report: RunReport, log: Log, title: str):
+        self.dagster, self.instance, self.plan, self.run_config = dagster, instance, plan, run_config
+        self.report, self.log, self.title = report, log, title
+
+    def run(self) -> None:
+        local = self.dagster.get()
+        backfill_id = local.launch_backfill(self.plan.targets, self.run_config, self.title,
+                                            {"eap_assets/launched_by": "make run"})
+        n_stage = len(self.plan.expected)
+        self.log(f"backfill {backfill_id}: {sum(len(k or [None]) for k in self.plan.targets.values())} asset "
+                 f"partitions in {n_stage} stage partitions; runs in the UI under Overview > Backfills")
+        seen: set[str] = set()
+        reached: set[tuple[str, str]] = set()
+        try:
+            while True:
+                status = local.backfill_status(backfill_id)
+                runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+                for run in sorted(runs, key=lambda r: r.run_id):
+                    if run.run_id in seen or not run.is_finished:
+                        continue
+                    seen.add(run.run_id)
+                    result = self._result(run)
+                    reached.add((result.job, result.partition))
+                    self.report.results.append(result)
+                    detail = (f"done in {result.seconds:.1f} s" if result.status == "done"
+                              else f"FAILED after {result.seconds:.1f} s: {result.error}")
+                    self.log(f"[{len(reached):>3}/{n_stage}] {result.job} {result.partition}: {detail}")
+                if status in BACKFILL_DONE and all(r.is_finished for r in runs):
+                    break
+                time.sleep(2)
+        except KeyboardInterrupt:
+            self.log(f"interrupted: cancelling backfill {backfill_id} (its runs in progress are cancelled; "
+                     "Ctrl-C again to stop waiting)")
+            local.cancel_backfill(backfill_id)
+            self._wait_cancelled(local, backfill_id)
+            raise
+        failed = [r for r in self.report.results if r.status == "failed"]
+        for (job, partition) in self.plan.expected:
+            if (job, partition) not in reached:
+                why = _why_not_run(job, partition, failed) if failed else f"not run (backfill {status.lower()})"
+                self.report.results.append(TaskResult(job, partition, "failed", error=why))
+                self.log(f"{job} {partition}: FAILED: {why}")
+
+    def _wait_cancelled(self, local: LocalDagster, backfill_id: str, timeout: float = 180.0) -> None:
+        """Until the daemon has cancelled the backfill's runs (it does so within its 30 s iteration)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+                if local.backfill_status(backfill_id) in BACKFILL_DONE and all(r.is_finished for r in runs):
+                    self.log(f"backfill {backfill_id} cancelled")
+                    return
+                time.sleep(2)
+            self.log(f"backfill {backfill_id} still cancelling after {timeout:.0f} s; see the UI")
+        except KeyboardInterrupt:
+            self.log("stopped waiting; the daemon finishes cancelling the backfill when it next runs")
+
+    def _result(self, run: dg.DagsterRun) -> TaskResult:
+        record = self.instance.get_run_record_by_id(run.run_id)
+        started, ended = record.start_time, record.end_time
+        assets = sorted(k.to_user_string() for k in (run.asset_selection or []))
+        errors = [e.dagster_event.step_failure_data.error for e in
+                  self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+                  if e.dagster_event and e.dagster_event.step_failure_data and e.dagster_event.step_failure_data.error]
+        checks = [f"check {d.check_name} failed: {d.description}" for d in (
+            e.dagster_event.asset_check_evaluation_data for e in
+            self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION) if e.dagster_event)
+            if not d.passed]
+        error = "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None
+        ok = run.status == dg.DagsterRunStatus.SUCCESS and not checks
+        if not ok and error is None:
+            error = f"run {run.run_id} {run.status.value.lower()}"
+        return TaskResult(_stage_job(assets), run.tags.get("dagster/partition", ""), "done" if ok else "failed",
+                          round((ended or started or 0) - (started or 0), 1), run.run_id, error, started)
 
 
 def _scan(settings: SimulationSettings, cell_names: Sequence[str] | None, log: Log
@@ -638,9 +646,3 @@ def _scan(settings: SimulationSettings, cell_names: Sequence[str] | None, log: L
         log(f"{len(missing)} morphology variant(s) not made yet (run the 'variants' stage), e.g. {missing[0]}")
     return stages.scan_models(folders, names)
 
-
-def _wait_any(futures: dict[Future, object]):
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-    return done

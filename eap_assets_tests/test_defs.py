@@ -207,7 +207,9 @@ def test_failed_partition_leaves_the_others_materialised(models, tmp_path, monke
     assert (tmp_path / "data" / "feature_table" / SMALL / "zrot.parquet").exists()
 
 
-def test_new_cell_model_sensor_adds_partitions_and_requests_runs(models, tmp_path):
+def test_new_cell_model_sensor_adds_partitions_only(models, tmp_path):
+    """A new deployment gets the 13 BBP models; after that only the model folders that appear are added;
+    no run is requested (the automation conditions take a new partition from there)."""
     from eap_assets.defs.sensors import new_cell_models
 
     folder = tmp_path / "models"
@@ -219,23 +221,83 @@ def test_new_cell_model_sensor_adds_partitions_and_requests_runs(models, tmp_pat
         result = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
         added = result.dynamic_partitions_requests[0].partition_keys
         assert len(added) == 14 and "L5_BP_bAC217_9" in added and "L5_SBC_nobio_1" not in added
-        assert sorted(r.partition_key for r in result.run_requests) == sorted(added)
+        assert not result.run_requests
         instance.add_dynamic_partitions("cell_model", list(added))
         again = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
-        assert not again.run_requests and "no new cell models" in again.skip_reason.skip_message
+        assert not again.dynamic_partitions_requests and "no new cell models" in again.skip_reason.skip_message
+    with dg.instance_for_test() as instance:  # a deployment of two BBP cells: the other 11 are not added
+        instance.add_dynamic_partitions("cell_model", [SMALL, PYRAMID])
+        result = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        assert list(result.dynamic_partitions_requests[0].partition_keys) == ["L5_BP_bAC217_9"]
 
 
-def test_weekly_schedule_requests_every_rotation():
-    from eap_assets.defs.jobs import weekly_retraining
+def test_automation_conditions_follow_the_retraining_mode(monkeypatch):
+    """Eager main graph; models eager, weekly (on_cron) or manual by $EAP_ASSETS_RETRAIN; opt-in stages manual;
+    the automation sensor runs unless $EAP_ASSETS_AUTOMATION=off."""
+    from eap_assets.defs import automation
+    from eap_assets.definitions import STAGE_MODULES
 
+    assets = dg.load_assets_from_modules(STAGE_MODULES)
+
+    def labels(mode: str) -> dict[str, str | None]:
+        mapped = automation.with_automation(assets, mode)
+        return {key.to_user_string(): (getattr(a.automation_conditions_by_key.get(key), "label", None))
+                for a in mapped for key in a.keys}
+
+    eager, weekly, off = labels("eager"), labels("weekly"), labels("off")
+    assert eager["cell_model"] == eager["training_table"] == eager["cnn_model"] == eager["unit_classifier"] == "eager"
+    assert weekly["training_table"] == "eager" and weekly["cnn_model"] == weekly["evaluation"] == \
+        f"weekly_if_changed({automation.WEEKLY_CRON})"
+    assert off["feature_table"] == "eager" and off["lgbm_model"] is None
+    assert eager["generalisation"] is eager["mearec_recording"] is eager["morphology_variants"] is None
+    with pytest.raises(ValueError, match="EAP_ASSETS_RETRAIN='hourly': unknown retraining mode"):
+        automation.with_automation(assets, "hourly")
+    monkeypatch.setenv(automation.ENV_AUTOMATION, "off")
+    assert automation.automation_sensor().default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv(automation.ENV_AUTOMATION, "on")
+    assert automation.automation_sensor().default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_weekly_retraining_only_when_the_training_table_changed(tmp_path, monkeypatch):
+    """on_cron: after Monday 04:00 the models of a rotation x task are requested only once their training
+    table was updated since that tick (evaluated by Dagster on a real instance with recorded materialisations)."""
     import datetime
 
-    context = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 30, 4, 0))
-    requests = weekly_retraining(context)
-    assert sorted(r.partition_key for r in requests) == sorted(f"{r}|{t}" for r in ("norot", "zrot", "xrot", "3drot")
-                                                               for t in ("binary", "mtype"))
-    assert requests[0].run_key == f"2026-11-30-{requests[0].partition_key}"
-    assert requests[0].job_name in (None, "models_job")
+    from eap_assets.definitions import build_definitions
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("EAP_ASSETS_RETRAIN", "weekly")
+    defs = build_definitions()
+    selection = dg.AssetSelection.assets("cnn_model", "lgbm_model", "waveform_model", "evaluation")
+    monday = datetime.datetime(2026, 11, 30, 4, 0, tzinfo=datetime.timezone.utc)
+
+    def requested(instance, when, cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                   evaluation_time=when, cursor=cursor)
+        keys = ("cnn_model", "lgbm_model", "waveform_model", "evaluation")
+        found = {key: result.get_requested_partitions(dg.AssetKey(key)) for key in keys}
+        return {key: partitions for key, partitions in found.items() if partitions}, result.cursor
+
+    with dg.instance_for_test() as instance:
+        sets, cursor = requested(instance, monday - datetime.timedelta(hours=2))
+        instance.report_runless_asset_event(dg.AssetMaterialization("training_table", partition="norot"))
+        sets, cursor = requested(instance, monday - datetime.timedelta(hours=1), cursor)
+        assert not sets  # a changed table waits for the tick (eager would retrain now)
+        sets, cursor = requested(instance, monday + datetime.timedelta(minutes=1), cursor)
+        # the tick: the models of the changed table and, in the same tick (its models will update), their evaluation
+        assert set(sets) == {"cnn_model", "lgbm_model", "waveform_model", "evaluation"}
+        assert all(set(keys) == {"norot|binary", "norot|mtype"} for keys in sets.values())
+        for key in sets:  # they ran
+            for partition in ("norot|binary", "norot|mtype"):
+                instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+        instance.report_runless_asset_event(dg.AssetMaterialization("training_table", partition="3drot"))
+        sets, cursor = requested(instance, monday + datetime.timedelta(days=1), cursor)
+        assert not sets
+        sets, cursor = requested(instance, monday + datetime.timedelta(days=7, minutes=1), cursor)
+        assert set(sets) == {"cnn_model", "lgbm_model", "waveform_model", "evaluation"}
+        assert all(set(keys) == {"3drot|binary", "3drot|mtype"} for keys in sets.values())  # norot: unchanged
+        sets, cursor = requested(instance, monday + datetime.timedelta(days=14, minutes=1), cursor)
+        assert not sets  # requested last week: nothing changed since
 
 
 def test_definitions_load_and_validate(tmp_path):
@@ -306,11 +368,25 @@ def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
             host_ip = socket.gethostbyname(socket.gethostname())
             if host_ip != "127.0.0.1":
                 assert s.connect_ex((host_ip, port)) != 0
-        runs = _graphql(port, "{ runsOrError { ... on Runs { results { jobName status } } } }")
-        runs = runs["data"]["runsOrError"]["results"]
-        assert {r["jobName"] for r in runs} >= {"cell_models_job", "eap_datasets_job", "training_tables_job",
-                                                "models_job", "report_job"}
-        assert sum(r["status"] == "SUCCESS" for r in runs) >= 8
+        runs = _graphql(port, "{ runsOrError { ... on Runs { results { status assetSelection { path } "
+                              "tags { key value } } } } }")["data"]["runsOrError"]["results"]
+        backfill_runs = [r for r in runs if any(t["key"] == "dagster/backfill" for t in r["tags"])]
+        materialised = {a["path"][0] for r in backfill_runs if r["status"] == "SUCCESS" for a in r["assetSelection"]}
+        assert materialised >= {"cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table",
+                                "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison"}
+        assert sum(r["status"] == "SUCCESS" for r in backfill_runs) >= 8
+        backfills = _graphql(port, "{ partitionBackfillsOrError { ... on PartitionBackfills { results { status "
+                                   "title } } } }")["data"]["partitionBackfillsOrError"]["results"]
+        assert any(b["title"] == "make run" and b["status"] in ("COMPLETED", "COMPLETED_SUCCESS") for b in backfills)
+        node = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["feature_table"]}) { ... on AssetNode { '
+                              'automationCondition { label } assetChecksOrError { ... on AssetChecks { checks { name '
+                              '} } } } } }')["data"]["assetNodeOrError"]
+        assert node["automationCondition"]["label"] == "eager"
+        assert len(node["assetChecksOrError"]["checks"]) >= 3
+        figure = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["training_table"]}) { ... on AssetNode { '
+                                'assetMaterializations(limit: 1, partitions: ["norot"]) { metadataEntries { label '
+                                '__typename } } } } }')["data"]["assetNodeOrError"]["assetMaterializations"][0]
+        assert any(e["__typename"] == "MarkdownMetadataEntry" for e in figure["metadataEntries"]), figure
         partitions = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["eap_dataset"]}) '
                                     '{ ... on AssetNode { partitionStats { numMaterialized } } } }')
         assert partitions["data"]["assetNodeOrError"]["partitionStats"]["numMaterialized"] == 4
@@ -318,12 +394,7 @@ def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
         children = _descendants(ui.pid)
         assert children, "dagster dev should run webserver and daemon as children"
     finally:
-        ui.send_signal(signal.SIGTERM)
-        try:
-            ui.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            ui.kill()
-            raise
+        _stop(ui, strict=True)
     alive = children
     for _ in range(30):  # children exit with their parent; give them a moment
         alive = [pid for pid in alive if _running(pid)]
@@ -455,3 +526,75 @@ def test_paper_comparison_report(graph):
     assert "| UTPC |" in text and "60.95" in text  # the paper's UTPC 3drot binary accuracy beside ours
     csv = pd.read_csv(graph.data_path / "reports" / "paper_comparison.csv")
     assert set(csv["rotation"]) == set(ROTATIONS) and set(csv["model"]) == {"cnn", "lgbm", "waveform", "width_rule"}
+
+
+def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_alone(graph, models, tmp_path):
+    """The deployment of the graph above (2 cells, norot), its UI and daemon running: a BP model folder dropped
+    into the model folder is added by the sensor, simulated, placed, added to the training table (a new m-type,
+    a new class), and the models retrain and register a new version that knows it; no command is typed.
+    (Last in this module: it retrains the norot models.)"""
+    from eap_assets.defs.settings import deployment_resources, write_settings
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    folder = tmp_path / "new_models"
+    folder.mkdir()
+    resources = deployment_resources(home)  # what the fixture's `make run` left
+    write_settings({**resources, "settings": graph.model_copy(update={"model_folders": [str(folder)]}),
+                    "training": TRAINING}, home)
+    name = registry.model_name("lgbm", "norot", "mtype")
+    registry.configure(registry.default_tracking_uri(graph.data_path), "eap_assets")
+    versions_before = {v.version for v in _versions(name)}
+    port = _free_port()
+    env = {**os.environ, "EAP_ASSETS_ROTATIONS": "norot", "EAP_ASSETS_AUTOMATION": "on", "EAP_ASSETS_RETRAIN": "eager"}
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    new = "L5_BP_bAC217_9"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and ui.poll() is None:
+            try:
+                _graphql(port, "{ version }")
+                break
+            except OSError:
+                time.sleep(2)
+        shutil.copytree(models[INTERNEURON].path, folder / new, ignore=shutil.ignore_patterns("__pycache__", "x86_64"))
+        deadline, found = time.time() + 900, None
+        while time.time() < deadline and ui.poll() is None and found is None:
+            time.sleep(10)
+            found = next((v for v in _versions(name) if v.version not in versions_before
+                          and "BP" in json.loads(v.tags["classes"])), None)
+        assert found is not None, f"no new version of {name} with class BP: {_automation_runs()}"
+        assert json.loads(found.tags["classes"]) == ["BP", "SBC", "UTPC"]
+        runs = _automation_runs()
+        assert any(r["job"] == "__ASSET_JOB" and "cell_model" in r["assets"] for r in runs), runs
+        assert not any(r["status"] == "FAILURE" and "norot" in r["partition"] for r in runs), runs
+    finally:
+        _stop(ui)
+    table = pd.read_parquet(graph.data_path / "training_table" / "norot.parquet")
+    assert set(table["cell"]) == {*CELLS, new}
+
+
+def _stop(ui: subprocess.Popen, strict: bool = False) -> None:
+    """SIGTERM, as `make ui` gets it; killed after 60 s (then an error if ``strict``)."""
+    ui.send_signal(signal.SIGTERM)
+    try:
+        ui.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        ui.kill()
+        if strict:
+            raise
+
+
+def _versions(name: str) -> list:
+    from mlflow import MlflowClient
+
+    return list(MlflowClient().search_model_versions(f"name = '{name}'"))
+
+
+def _automation_runs() -> list[dict]:
+    """Runs the automation sensor launched: job, assets, partition, status."""
+    with dg.DagsterInstance.get() as instance:
+        return [{"job": r.job_name, "assets": sorted(k.to_user_string() for k in (r.asset_selection or [])),
+                 "partition": r.tags.get("dagster/partition", ""), "status": r.status.value}
+                for r in instance.get_runs() if r.tags.get("dagster/from_automation_condition") == "true"
+                or r.tags.get("dagster/sensor_name") == "automation"]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core.calibration import Calibration, OODReference
+from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.features import amplitude_width, feature_images
 from eap_assets.core.recording import RecordingSpec
 
@@ -91,7 +92,7 @@ class UnitClassifier:
             The mapping's per-unit ``peak_to_peak_uv`` and ``peak_channel`` (default: of ``windows``).
         """
         if info is None:
-            p2p = np.asarray(windows).max(axis=-1) - np.asarray(windows).min(axis=-1)
+            p2p = contact_peak_to_peak(windows)
             info = {"peak_to_peak_uv": p2p.max(axis=-1), "peak_channel": p2p.argmax(axis=-1)}
         proba = self.calibration.calibrate(self.predict_proba(windows))
         confidence = proba.max(axis=1)

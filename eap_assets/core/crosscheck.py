@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import cells as cells_mod
+from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.storage import atomic_dir, atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -789,6 +790,6 @@ def build_analyzer(
     order = [index[u] for u in table["unit_id"]]
     t = templates[order]
     table["analyzer_amplitude_uv"] = np.abs(t.min(axis=(1, 2)))
-    table["analyzer_ptp_uv"] = (t.max(axis=1) - t.min(axis=1)).max(axis=1)
+    table["analyzer_ptp_uv"] = contact_peak_to_peak(t, time_axis=1).max(axis=1)
     table["analyzer_peak_channel"] = t.min(axis=1).argmin(axis=1)
     return analyzer, table

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -212,6 +213,12 @@ def partition_seed(seed: int, *keys: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), *words])
 
 
+def row_rng(entropy: Sequence[int], *spawn_key: int) -> np.random.Generator:
+    """The generator of one row (e.g. ``(copy, eap_id)``) under a partition's entropy
+    (``partition_seed(...).entropy``): a row's draws never depend on which other rows are drawn."""
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=tuple(int(k) for k in spawn_key)))
+
+
 def low_rank_factors(currents: np.ndarray, rank_tol: float, dtype: type) -> tuple[np.ndarray, ...]:
     """Factors whose product is ``currents`` (S, T), truncated to a relative singular-value cut-off.
 
@@ -325,9 +332,15 @@ class EAPEngine:
         return out
 
 
+def contact_peak_to_peak(eaps: np.ndarray, time_axis: int = -1) -> np.ndarray:
+    """Peak-to-peak of every contact's trace (max - min along ``time_axis``), same units: (N, C, T) -> (N, C)."""
+    eaps = np.asarray(eaps)
+    return eaps.max(axis=time_axis) - eaps.min(axis=time_axis)
+
+
 def peak_to_peak(eaps: np.ndarray) -> np.ndarray:
-    """Largest peak-to-peak over contacts of each EAP (N, C, T) -> (N,), same units."""
-    return (eaps.max(axis=-1) - eaps.min(axis=-1)).max(axis=-1)
+    """Largest peak-to-peak over contacts of each EAP (N, C, T) -> (N,), same units (the amplitude rule's)."""
+    return contact_peak_to_peak(eaps).max(axis=-1)
 
 
 #: One BLAS thread: float32 matrix products round differently with another thread count, and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from eap_assets.core.eaps import peak_to_peak
 from eap_assets.core.probe import probe_grid
 
 #: Version of the feature code (part of every feature table's key).
@@ -142,7 +143,7 @@ def feature_table(dataset, mtype: str, excitatory: bool, threshold: float = SILE
         "eap_id": index["eap_id"], "cell": dataset.cell_name, "mtype": mtype, "ei": "E" if excitatory else "I",
         "excitatory": bool(excitatory), "rotation": dataset.rotation, "spike_index": index["spike_index"],
         **{c: index[c] for c in ("x", "y", "z", "qx", "qy", "qz", "qw")},
-        "peak_to_peak_uv": (eaps.max(axis=-1) - eaps.min(axis=-1)).max(axis=-1).astype(np.float32),
+        "peak_to_peak_uv": peak_to_peak(eaps).astype(np.float32),
         "amplitude_max_uv": amplitude[rows, best], "width_at_max_ms": width[rows, best],
     })
     features = pd.DataFrame(np.concatenate([amplitude, width], axis=1), columns=amp_cols + width_cols)

@@ -43,7 +43,8 @@ import pandas as pd
 from scipy import signal
 
 from eap_assets.core import features
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core.eaps import partition_seed, row_rng
+from eap_assets.core.keys import settings_hash
 
 if TYPE_CHECKING:
     from eap_assets.core.eaps import EAPDataset
@@ -124,8 +125,6 @@ class NoiseConfig:
 
         Every disabled configuration (``rms_uv == 0``) has the same key, whatever its other fields.
         """
-        from eap_assets.core.stages import settings_hash
-
         return settings_hash("noise", CODE_VERSION, asdict(self) if self.enabled else None)
 
     def check_sampling(self, dt: float) -> float:
@@ -169,7 +168,7 @@ def _noise_chunk(config: NoiseConfig, rows: range, n_contacts: int, n_samples: i
     pad = band.pad if band is not None else 0
     draws = np.empty((len(rows), n_contacts, n_samples + 2 * pad), dtype=np.float32)
     for j, row in enumerate(rows):
-        rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(copy), int(row))))
+        rng = row_rng(entropy, copy, row)
         rng.standard_normal(out=draws[j], dtype=np.float32)
     if band is not None:
         draws = signal.sosfiltfilt(band.sos, draws, axis=-1)[..., pad:pad + n_samples].astype(np.float32)

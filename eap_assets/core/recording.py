@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import numpy as np
 from scipy import signal
+
+from eap_assets.core.eaps import contact_peak_to_peak, partition_seed, row_rng
 
 #: Version of the mapping code (part of artefact keys): bump it when the mapping would change.
 CODE_VERSION = "recording-1"
@@ -352,15 +354,13 @@ def draw_copy(augmentation: Augmentation, keys: tuple[str, ...], copy: int, eap_
     augmentation does not depend on which other EAPs are processed with it. ``window`` is the length
     of the noise each template needs (samples).
     """
-    from eap_assets.core.eaps import partition_seed
-
     aug = augmentation
     entropy = partition_seed(aug.seed, *keys).entropy
     ids = np.asarray(eap_ids, dtype=np.int64)
     draws = np.empty((len(ids), 6))
     lo, hi = aug.spikes_per_template
     for i, eap in enumerate(ids):
-        draws[i] = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(copy), int(eap)))).random(6)
+        draws[i] = row_rng(entropy, copy, eap).random(6)
     sigma = aug.noise_rms_uv[0] + draws[:, 0] * (aug.noise_rms_uv[1] - aug.noise_rms_uv[0])
     spikes = np.exp(math.log(lo) + draws[:, 1] * (math.log(hi) - math.log(lo)))
     correlation = aug.correlation_um[0] + draws[:, 2] * (aug.correlation_um[1] - aug.correlation_um[0])
@@ -485,7 +485,7 @@ def to_model_input(x: np.ndarray, fs_hz: float, spec: RecordingSpec, filtered: b
             out[rows] = bandpass(y[rows], fs_hz, spec.band_hz, int(order))
         y = out
     y = resample(y, fs_hz, spec.fs_hz)
-    p2p = y.max(axis=-1) - y.min(axis=-1)
+    p2p = contact_peak_to_peak(y)
     info = {"trough_sample": trough_samples(x), "peak_to_peak_uv": p2p.max(axis=-1).astype(np.float32),
             "peak_channel": p2p.argmax(axis=-1)}
     if spec.align == "none":

@@ -327,7 +327,7 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
                 results[r]["results"][task]["own_test"]["accuracy"]) if task in results[r]["results"] else None
                for r in rates]
         gaps = [None if v is None or o is None else abs(o - v) for v, o in zip(values, own)]
-        rows.append(_target_row(f"{name}: |own test split − MEArec| ≤ {t['gap_pp']:g} pp", gaps,
+        rows.append(_target_row(f"{name}: gap to its own noisy test split (either way) ≤ {t['gap_pp']:g} pp", gaps,
                                 lambda v: v <= t["gap_pp"]))
         eces = [results[r]["results"][task]["ece"] if task in results[r]["results"] else None for r in rates]
         rows.append(_target_row(f"{task} expected calibration error ≤ {t['ece']:g}", eces, lambda v: v <= t["ece"]))

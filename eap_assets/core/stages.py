@@ -22,16 +22,17 @@ has the right key but cannot be read (damaged on disk) is recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from eap_assets.core import cells, eaps, features, intracellular
 from eap_assets.core.eaps import EAPConfig, EAPDataset, simulate_eap_dataset
 from eap_assets.core.intracellular import SpikeTemplates, StimulusConfig, simulate_spike_templates
+from eap_assets.core.keys import settings_hash
+from eap_assets.core.noise import NoiseConfig
 from eap_assets.core.storage import file_lock
 
 Log = Callable[[str], None]
@@ -65,13 +66,6 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def settings_hash(*parts: object) -> str:
-    """Short stable hash of JSON-able settings (dataclasses allowed)."""
-    payload = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def templates_key(model: cells.CellModel, stimulus: StimulusConfig) -> str:
     """Key of a cell's spike templates: its model files, the stimulus settings, the code version."""
     return settings_hash(cells.model_hash(model), stimulus, intracellular.CODE_VERSION)
@@ -89,8 +83,6 @@ def features_key(eaps_key_: str, noise_key: str | None = None) -> str:
     Without noise (``noise_key`` None, or the key every disabled ``NoiseConfig`` has) the key is
     the noise-free one, unchanged from before noise existed: existing tables stay valid.
     """
-    from eap_assets.core.noise import NoiseConfig
-
     if noise_key is None or noise_key == NoiseConfig().key():
         return settings_hash(features.CODE_VERSION, eaps_key_)
     return settings_hash(features.CODE_VERSION, eaps_key_, noise_key)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import cells, features, noise, plots, splits, stages
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core.eaps import partition_seed, peak_to_peak
 from eap_assets.core.probe import get_probe
 from eap_assets.defs.eaps import eap_dataset, partition_cell_rotation
 from eap_assets.defs.metadata import figure_metadata, key_metadata, markdown_table
@@ -73,7 +73,7 @@ def feature_table(context: dg.AssetExecutionContext, settings: SimulationSetting
             raise settings.noise_error(exc) from None
         table = features.feature_table(noisy, model.mtype, model.excitatory)
         clean = np.asarray(dataset.eaps)
-        table["peak_to_peak_uv"] = (clean.max(axis=-1) - clean.min(axis=-1)).max(axis=-1).astype(np.float32)
+        table["peak_to_peak_uv"] = peak_to_peak(clean).astype(np.float32)
     else:
         table = features.feature_table(dataset, model.mtype, model.excitatory)
     key = stages.features_key(dataset.provenance["settings_hash"], config.key())

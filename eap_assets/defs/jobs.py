@@ -1,4 +1,5 @@
-"""Jobs (one per stage group) and the weekly retraining schedule."""
+"""Jobs (one per stage group): what ``make run`` launches per partition; the weekly retraining is an
+automation condition of the models (:mod:`eap_assets.defs.automation`)."""
 
 
 import dagster as dg
@@ -7,9 +8,8 @@ from eap_assets.defs.cells import cell_model, spike_templates
 from eap_assets.defs.eaps import eap_dataset
 from eap_assets.defs.features import feature_table, training_table
 from eap_assets.defs.generalisation import generalisation, generalisation_report
-from eap_assets.defs.partitions import rotation_partitions
 from eap_assets.defs.report import paper_comparison
-from eap_assets.defs.training import (cnn_model, evaluation, hold_out_cell_type, lgbm_model, rotation_task_partitions,
+from eap_assets.defs.training import (cnn_model, evaluation, hold_out_cell_type, lgbm_model,
                                        waveform_model)
 from eap_assets.defs.variants import morphology_variants
 from eap_assets.defs.eaps import recording_eap_dataset
@@ -87,14 +87,4 @@ crosscheck_report_job = dg.define_asset_job(
 
 JOBS = [crosscheck_templates_job, crosscheck_recording_job, crosscheck_job, crosscheck_report_job, recording_eaps_job, recording_training_job, recording_models_job, morphology_variants_job, cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job,
         generalisation_job, generalisation_report_job]
-
-
-@dg.schedule(cron_schedule="0 4 * * 1", job=models_job, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED)
-def weekly_retraining(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    """Every Monday 04:00 UTC: retrain and re-evaluate every rotation x task on the current training
-    tables; each new version becomes champion only if it is at least as accurate (promotion gate)."""
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [dg.RunRequest(run_key=f"{day}-{key}", partition_key=key)
-            for key in rotation_task_partitions.get_partition_keys()]
 

@@ -1,0 +1,64 @@
+"""`make run` is a Dagster backfill: Ctrl-C cancels it, and a rerun materialises only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = "L5_SBC_bNAC219_1"
+PYRAMID = "L5_UTPC_cADpyr232_1"
+
+
+def _run(data: Path, home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "eap-assets"), "run", "--quick", "--cells", f"{SMALL},{PYRAMID}",
+         "--rotations", "norot,3drot", "--n-eaps", "10", "--data-dir", str(data), "--stages", "cells,eaps,training"],
+        cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
+def test_an_interrupted_run_is_cancelled_and_a_rerun_materialises_only_what_is_missing(tmp_path, monkeypatch):
+    data, home = tmp_path / "data", tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    first = _run(data, home)
+    lines = []
+    for line in first.stdout:  # wait until the first runs are done, then Ctrl-C
+        lines.append(line)
+        if "cell_models_job" in line and "done in" in line:
+            break
+    first.send_signal(signal.SIGINT)
+    rest, _ = first.communicate(timeout=180)
+    output = "".join(lines) + rest
+    assert first.returncode == 130, output[-3000:]
+    assert "cancelling backfill" in output and "cancelled" in output
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        backfill = {r.tags["dagster/backfill"] for r in runs}
+        assert len(backfill) == 1 and all(r.is_finished for r in runs), [(r.run_id, r.status) for r in runs]
+        done_before = {(r.tags.get("dagster/partition"), frozenset(k.to_user_string() for k in r.asset_selection))
+                       for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
+        assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    assert not (data / "training_table").exists()  # stopped before the end
+    assert done_before
+
+    second = _run(data, home)
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out[-3000:]
+    summary = json.loads((data / "summary.json").read_text())
+    ran = {(r["job"], r["partition"]) for r in summary if r["status"] == "done"}
+    skipped = {(r["job"], r["partition"]) for r in summary if r["status"] == "skipped"}
+    cells_done_before = {p for p, assets in done_before if "spike_templates" in assets}
+    assert {("cell_models_job", c) for c in cells_done_before} <= skipped  # not simulated again
+    assert not {("cell_models_job", c) for c in cells_done_before} & ran
+    assert ("training_tables_job", "norot") in ran and ("training_tables_job", "3drot") in ran
+    assert len(ran) + len(skipped) == 2 + 4 + 2
+    with dg.DagsterInstance.get() as instance:
+        assert len({r.tags["dagster/backfill"] for r in instance.get_runs()}) == 2  # one backfill per `make run`
