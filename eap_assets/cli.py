@@ -114,7 +114,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    import signal
+
     stages = tuple(x for x in args.stages.split(",") if x)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the backfill even if SIGINT came ignored
     try:
         settings, report = _materialize(args, stages)
     except KeyboardInterrupt:  # the backfill is cancelled; a rerun materialises what is still missing

@@ -362,6 +362,13 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
 STAGE_JOB: dict[str, str] = {}
 
 
+def _stage_jobs(assets: Sequence[str]) -> list[str]:
+    """The stage jobs of ``assets`` (a backfill run may cover several: models and generalisation of one
+    rotation x task share their partitions, and Dagster runs them together)."""
+    _stage_job(assets)
+    return sorted({STAGE_JOB.get(a, a) for a in assets}) or ["__ASSET_JOB"]
+
+
 def _stage_job(assets: Sequence[str]) -> str:
     if not STAGE_JOB:
         from eap_assets.definitions import defs
@@ -561,12 +568,12 @@ class Backfill:
                     if run.run_id in seen or not run.is_finished:
                         continue
                     seen.add(run.run_id)
-                    result = self._result(run)
-                    reached.add((result.job, result.partition))
-                    self.report.results.append(result)
-                    detail = (f"done in {result.seconds:.1f} s" if result.status == "done"
-                              else f"FAILED after {result.seconds:.1f} s: {result.error}")
-                    self.log(f"[{len(reached):>3}/{n_stage}] {result.job} {result.partition}: {detail}")
+                    for result in self._results(run):
+                        reached.add((result.job, result.partition))
+                        self.report.results.append(result)
+                        detail = (f"done in {result.seconds:.1f} s" if result.status == "done"
+                                  else f"FAILED after {result.seconds:.1f} s: {result.error}")
+                        self.log(f"[{len(reached):>3}/{n_stage}] {result.job} {result.partition}: {detail}")
                 if status in BACKFILL_DONE and all(r.is_finished for r in runs):
                     break
                 time.sleep(2)
@@ -597,7 +604,8 @@ class Backfill:
         except KeyboardInterrupt:
             self.log("stopped waiting; the daemon finishes cancelling the backfill when it next runs")
 
-    def _result(self, run: dg.DagsterRun) -> TaskResult:
+    def _results(self, run: dg.DagsterRun) -> list[TaskResult]:
+        """One result per stage job whose assets the run materialised."""
         record = self.instance.get_run_record_by_id(run.run_id)
         started, ended = record.start_time, record.end_time
         assets = sorted(k.to_user_string() for k in (run.asset_selection or []))
@@ -612,8 +620,9 @@ class Backfill:
         ok = run.status == dg.DagsterRunStatus.SUCCESS and not checks
         if not ok and error is None:
             error = f"run {run.run_id} {run.status.value.lower()}"
-        return TaskResult(_stage_job(assets), run.tags.get("dagster/partition", ""), "done" if ok else "failed",
-                          round((ended or started or 0) - (started or 0), 1), run.run_id, error, started)
+        return [TaskResult(job, run.tags.get("dagster/partition", ""), "done" if ok else "failed",
+                           round((ended or started or 0) - (started or 0), 1), run.run_id, error, started)
+                for job in _stage_jobs(assets)]
 
 
 def _scan(settings: SimulationSettings, cell_names: Sequence[str] | None, log: Log
