@@ -250,6 +250,9 @@ def write_report() -> str:
     lines += _machine(machine) if machine else ["(no results yet)"]
     for title, name, fmt in sections:
         lines += ["", f"## {title}", ""]
+        if results[name]:
+            m = results[name]["machine"]
+            lines += [f"Code: git {m['git_commit']}{' + uncommitted changes' if m['git_dirty'] else ''}.", ""]
         lines += fmt(results[name]) if results[name] else [f"(not run: `{name}`)"]
     from eap_assets.core.storage import atomic_write_text
 

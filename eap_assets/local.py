@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -121,7 +120,7 @@ class LocalDagster:
 
     def __init__(self, home: Path, startup_timeout: float = 300.0, log=print):
         self.home, self.startup_timeout, self.log = Path(home), startup_timeout, log
-        self.port: int | None = None
+        self.host, self.port = "127.0.0.1", None
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "LocalDagster":
@@ -131,14 +130,16 @@ class LocalDagster:
                 info = json.loads(state.read_text())
                 os.kill(int(info["pid"]), 0)
                 self.port = int(info["port"])
+                self.host = "127.0.0.1" if info.get("host") in (None, "0.0.0.0", "::") else info["host"]
                 self.gql("{ version }")
-                self.log(f"using the running Dagster UI on http://127.0.0.1:{self.port}")
+                self.log(f"using the running Dagster UI on http://{self.host}:{self.port}")
                 self.reload()
                 return self
             except (OSError, ValueError, KeyError, DagsterError):
                 self.port = None
-        self.port = _free_port()
-        env = {**os.environ, "DAGSTER_HOME": str(self.home), "EAP_ASSETS_AUTOMATION": "off"}
+        self.host, self.port = "127.0.0.1", free_port()
+        # one BLAS thread per run: runs go in parallel, one per core
+        env = {"OPENBLAS_NUM_THREADS": "1", **os.environ, "DAGSTER_HOME": str(self.home), "EAP_ASSETS_AUTOMATION": "off"}
         command = [sys.executable, "-m", "dagster", "dev", "-m", "eap_assets.definitions", "-h", "127.0.0.1",
                    "-p", str(self.port)]
         self.output = open(self.home / "local_dagster.log", "ab")
@@ -189,7 +190,7 @@ class LocalDagster:
     def gql(self, query: str, variables: dict | None = None) -> dict:
         """Answer of the webserver's GraphQL endpoint (DagsterError on a GraphQL error)."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}
+            f"http://{self.host}:{self.port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}
                                                                      ).encode(),
             headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -244,7 +245,8 @@ BACKFILL = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { 
 CANCEL_BACKFILL = """mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }"""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

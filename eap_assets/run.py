@@ -20,6 +20,7 @@ runs everything (and makes the assets recompute).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -102,14 +103,20 @@ def execute_partition(job_name: str, partition_key: str, run_config: dict) -> Ta
         check_partition_key(job, partition_key, instance)
         result = job.execute_in_process(
             partition_key=partition_key or None, instance=instance, run_config=run_config, raise_on_error=False)
-    errors = [e.step_failure_data.error for e in result.all_events
-              if e.is_step_failure and e.step_failure_data and e.step_failure_data.error]
-    checks = [f"check {e.asset_check_evaluation_data.check_name} failed: {e.asset_check_evaluation_data.description}"
-              for e in result.all_events if e.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
-              and not e.asset_check_evaluation_data.passed]
-    error = "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None
-    return TaskResult(job_name, partition_key, "done" if result.success and not checks else "failed",
+    error, checks_failed = run_problems(result.all_events)
+    return TaskResult(job_name, partition_key, "done" if result.success and not checks_failed else "failed",
                       round(time.perf_counter() - start, 1), result.run_id, error, started, _peak_rss_mib())
+
+
+def run_problems(events) -> tuple[str | None, bool]:
+    """What went wrong in a run, from its Dagster events: the root cause of its first step failure and every
+    failed asset check ("; "-joined, None if nothing), and whether a check failed."""
+    errors = [e.step_failure_data.error for e in events
+              if e.is_step_failure and e.step_failure_data and e.step_failure_data.error]
+    checks = [f"check {d.check_name} failed: {d.description}" for d in (
+        e.asset_check_evaluation_data for e in events
+        if e.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value) if not d.passed]
+    return "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None, bool(checks)
 
 
 def _peak_rss_mib() -> float:
@@ -358,28 +365,20 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     return report
 
 
-#: The stage job of every asset: a backfill run is reported under the job of its assets.
-STAGE_JOB: dict[str, str] = {}
+@functools.cache
+def _job_of_asset() -> dict[str, str]:
+    """The stage job of every asset (``eap_assets.defs.jobs``): a backfill run is reported under its assets' jobs."""
+    from eap_assets.definitions import defs
+    from eap_assets.defs.jobs import JOBS
+
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string(): job.name for job in reversed(JOBS) for key in job.selection.resolve(graph)}
 
 
 def _stage_jobs(assets: Sequence[str]) -> list[str]:
     """The stage jobs of ``assets`` (a backfill run may cover several: models and generalisation of one
     rotation x task share their partitions, and Dagster runs them together)."""
-    _stage_job(assets)
-    return sorted({STAGE_JOB.get(a, a) for a in assets}) or ["__ASSET_JOB"]
-
-
-def _stage_job(assets: Sequence[str]) -> str:
-    if not STAGE_JOB:
-        from eap_assets.definitions import defs
-        from eap_assets.defs.jobs import JOBS
-
-        graph = defs.resolve_asset_graph()
-        for job in JOBS:
-            for key in job.selection.resolve(graph):
-                STAGE_JOB.setdefault(key.to_user_string(), job.name)
-    jobs = sorted({STAGE_JOB.get(a, a) for a in assets})
-    return ",".join(jobs) or "__ASSET_JOB"
+    return sorted({_job_of_asset().get(a, a) for a in assets}) or ["__ASSET_JOB"]
 
 
 @dataclass
@@ -390,7 +389,7 @@ class Plan:
 
     targets: dict[str, list[str] | None] = field(default_factory=dict)
     settled: list[TaskResult] = field(default_factory=list)
-    expected: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    expected: set[tuple[str, str]] = field(default_factory=set)
 
     def target(self, asset: str, partition: str | None, *more: str) -> None:
         """Materialise ``asset`` (and ``more`` assets of the same partitioning) at ``partition``."""
@@ -399,7 +398,7 @@ class Plan:
                 self.targets[name] = None
             else:
                 self.targets.setdefault(name, []).append(partition)
-        self.expected[(_stage_job([asset]), partition or "")] = [asset, *more]
+        self.expected.add((_stage_jobs([asset])[0], partition or ""))
 
     def skip(self, job: str, partition: str) -> None:
         self.settled.append(TaskResult(job, partition, "skipped"))
@@ -523,6 +522,11 @@ def _why_not_run(job: str, partition: str, failed: Sequence[TaskResult]) -> str:
     return "not run: upstream failed (" + "; ".join(f"{r.job} {r.partition}" for r in failed[:3]) + ")"
 
 
+def _over(status: str, runs: Sequence[dg.DagsterRun]) -> bool:
+    """A backfill is over when Dagster says so and none of its runs is still going."""
+    return status in BACKFILL_DONE and all(r.is_finished for r in runs)
+
+
 class _LazyDagster:
     """A :class:`~eap_assets.local.LocalDagster` started on first use (nothing to run: nothing started)."""
 
@@ -562,8 +566,7 @@ class Backfill:
         reached: set[tuple[str, str]] = set()
         try:
             while True:
-                status = local.backfill_status(backfill_id)
-                runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+                status, runs = self._state(local, backfill_id)
                 for run in sorted(runs, key=lambda r: r.run_id):
                     if run.run_id in seen or not run.is_finished:
                         continue
@@ -574,7 +577,7 @@ class Backfill:
                         detail = (f"done in {result.seconds:.1f} s" if result.status == "done"
                                   else f"FAILED after {result.seconds:.1f} s: {result.error}")
                         self.log(f"[{len(reached):>3}/{n_stage}] {result.job} {result.partition}: {detail}")
-                if status in BACKFILL_DONE and all(r.is_finished for r in runs):
+                if _over(status, runs):
                     break
                 time.sleep(2)
         except KeyboardInterrupt:
@@ -595,8 +598,7 @@ class Backfill:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-                if local.backfill_status(backfill_id) in BACKFILL_DONE and all(r.is_finished for r in runs):
+                if _over(*self._state(local, backfill_id)):
                     self.log(f"backfill {backfill_id} cancelled")
                     return
                 time.sleep(2)
@@ -604,20 +606,21 @@ class Backfill:
         except KeyboardInterrupt:
             self.log("stopped waiting; the daemon finishes cancelling the backfill when it next runs")
 
+    def _state(self, local: LocalDagster, backfill_id: str) -> tuple[str, list[dg.DagsterRun]]:
+        """The backfill's status and its runs so far."""
+        return (local.backfill_status(backfill_id),
+                self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
+
     def _results(self, run: dg.DagsterRun) -> list[TaskResult]:
         """One result per stage job whose assets the run materialised."""
         record = self.instance.get_run_record_by_id(run.run_id)
         started, ended = record.start_time, record.end_time
         assets = sorted(k.to_user_string() for k in (run.asset_selection or []))
-        errors = [e.dagster_event.step_failure_data.error for e in
-                  self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-                  if e.dagster_event and e.dagster_event.step_failure_data and e.dagster_event.step_failure_data.error]
-        checks = [f"check {d.check_name} failed: {d.description}" for d in (
-            e.dagster_event.asset_check_evaluation_data for e in
-            self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION) if e.dagster_event)
-            if not d.passed]
-        error = "; ".join([_root_cause(err) for err in errors[:1]] + checks) or None
-        ok = run.status == dg.DagsterRunStatus.SUCCESS and not checks
+        events = [e.dagster_event for e in self.instance.all_logs(
+            run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION})
+            if e.dagster_event]
+        error, checks_failed = run_problems(events)
+        ok = run.status == dg.DagsterRunStatus.SUCCESS and not checks_failed
         if not ok and error is None:
             error = f"run {run.run_id} {run.status.value.lower()}"
         return [TaskResult(job, run.tags.get("dagster/partition", ""), "done" if ok else "failed",

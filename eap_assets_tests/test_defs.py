@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from eap_assets import cli, registry
+from eap_assets.local import free_port
 from eap_assets.core import features, models, stages
 from eap_assets.serving import classify
 from eap_assets.defs.io import stored_parquet_key
@@ -51,12 +52,6 @@ def graph(dagster_home, tmp_path_factory):
 
 #: What the fixture's CLI flags (--quick --cnn-steps 60 --cnn-batch-size 32) amount to.
 TRAINING = TrainingSettings(**{**cli.QUICK_TRAINING, "cnn_steps": 60, "cnn_batch_size": 32})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -348,7 +343,7 @@ def test_unknown_rotation_and_stage_are_refused(tmp_path, monkeypatch):
 def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
     """`eap-assets ui` (what `make ui` runs) on the instance `make run` used: asset graph, runs and
     materialisations are there; SIGTERM stops webserver, daemon and code server."""
-    port = _free_port()
+    port = free_port()
     home = Path(os.environ["DAGSTER_HOME"])
     env = {**os.environ, "EAP_ASSETS_DATA_DIR": str(graph.data_path), "EAP_ASSETS_PRESET": "quick"}
     ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
@@ -544,7 +539,7 @@ def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_al
     name = registry.model_name("lgbm", "norot", "mtype")
     registry.configure(registry.default_tracking_uri(graph.data_path), "eap_assets")
     versions_before = {v.version for v in _versions(name)}
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EAP_ASSETS_ROTATIONS": "norot", "EAP_ASSETS_AUTOMATION": "on", "EAP_ASSETS_RETRAIN": "eager"}
     ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
