@@ -191,8 +191,9 @@ def cmd_cells_table(args: argparse.Namespace) -> int:
             f"{s.n_keep + 1}-{s.max_spikes}. Segments: LFPy's default lambda100 rule.\n\n"
             f"Times are wall-clock seconds per cell with {workers} cells simulated at once on "
             f"{platform.machine()} ({cpu_count()} cores), NEURON {neuron.__version__}, LFPy {LFPy.__version__}. "
-            "'all simulations' includes the current search (soma Vm only) and the final simulation that also "
-            "records every segment's membrane current.\n\n" + cells_table(templates, models))
+            "Every simulation of the current search records the soma Vm and every segment's membrane current; "
+            "'accepted simulation' is the one the templates were cut from, 'all simulations' the whole search.\n\n"
+            + cells_table(templates, models))
     if failures:
         text += "\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()) + "\n"
     atomic_write_text(args.out, text)

@@ -103,6 +103,14 @@ def default_tracking_uri(data_dir: str | Path) -> str:
     return f"sqlite:///{(Path(data_dir).resolve() / 'mlflow' / 'mlflow.db')}"
 
 
+def use_store(tracking_uri: str) -> None:
+    """Point MLflow's tracking and registry at ``tracking_uri`` (reading only: no experiment is created)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
 def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | None = None) -> str:
     """Point MLflow at ``tracking_uri`` (also the registry) and return the experiment id (created if needed).
 
@@ -119,8 +127,7 @@ def configure(tracking_uri: str, experiment: str, artifact_root: str | Path | No
         # parallel runs on a new store would race creating its schema: one process at a time here
         lock = file_lock(db.parent / "configure")
     with lock:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        use_store(tracking_uri)
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
@@ -372,7 +379,9 @@ def load_classifier(name: str, alias: str = CHAMPION, version: str | None = None
     mv = _model_version(name, alias, version)
     alias_given = None if version else alias
     if mv.tags.get("kind") == CLASSIFIER_KIND:
-        served = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+        # the requirements check (pip metadata of every package: ~1 s) is for models from elsewhere; these
+        # were logged by this environment, whose versions pyproject.toml pins
+        served = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=True).unwrap_python_model()
         return LoadedClassifier(name, str(mv.version), alias_given, served.classifier, dict(mv.tags))
     loaded = load_registered(name, version=str(mv.version))
     task = mv.tags.get("task", "mtype")

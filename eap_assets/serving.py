@@ -66,8 +66,11 @@ def pick_classifier(units: Units, task: str, rotation: str) -> str:
         f"exist for: {probes}. Train one for your probe with `make run RUN_ARGS=\"--probe <MEAutility name>\"`")
 
 
-def classify_units(units: Units, loaded: registry.LoadedClassifier) -> pd.DataFrame:
+def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict | None = None) -> pd.DataFrame:
     """One row per unit of ``units`` answered by one classifier (columns without a task prefix).
+
+    ``mapped``: a dict kept across the classifiers of one input, so that the units are mapped onto a
+    model's input (resampled, filtered, aligned) once per input spec and contact order, not once per task.
 
     Raises
     ------
@@ -87,7 +90,11 @@ def classify_units(units: Units, loaded: registry.LoadedClassifier) -> pd.DataFr
     frame = pd.DataFrame({"unit_id": units.unit_ids,
                           "error": [units.problems.get(str(u), "") for u in units.unit_ids]})
     if valid.any():
-        windows, info = to_model_input(units.templates[valid][:, order], units.fs_hz, spec, units.filtered)
+        mapped = {} if mapped is None else mapped
+        key = (spec, order.tobytes())
+        if key not in mapped:
+            mapped[key] = to_model_input(units.templates[valid][:, order], units.fs_hz, spec, units.filtered)
+        windows, info = mapped[key]
         answers = classifier.predict(windows, info)
         answers.insert(0, "amplitude_uv", info["peak_to_peak_uv"])
         answers.insert(1, "peak_contact", info["peak_channel"])
@@ -139,8 +146,7 @@ def classify(source, tasks: Sequence[str] = TASKS, rotation: str = "3drot", mode
     """
     log = log or (lambda message: None)
     start = time.perf_counter()
-    registry.configure(tracking_uri or registry.default_tracking_uri(Path(data_dir).expanduser().resolve()),
-                       "eap_assets")
+    registry.use_store(tracking_uri or registry.default_tracking_uri(Path(data_dir).expanduser().resolve()))
     units = read_units(source, probe=probe, fs_hz=fs_hz, filtered=filtered)
     if units.problems:
         for unit, problem in units.problems.items():
@@ -154,9 +160,10 @@ def classify(source, tasks: Sequence[str] = TASKS, rotation: str = "3drot", mode
     if units.truth is not None:
         frame["truth_cell"] = units.truth.set_index(units.truth["unit_id"].astype(str))["cell"].reindex(
             [str(u) for u in units.unit_ids]).to_numpy()
+    mapped: dict = {}
     for name in names:
         loaded = registry.load_classifier(name, alias=alias, version=version)
-        answers = classify_units(units, loaded).drop(columns=["unit_id", "error"])
+        answers = classify_units(units, loaded, mapped).drop(columns=["unit_id", "error"])
         task = loaded.classifier.task
         frame = frame.join(answers.add_prefix(f"{task}_"))
         log(f"{task}: {name} v{loaded.version}" + (f" ({loaded.alias})" if loaded.alias else ""))

@@ -13,24 +13,20 @@ from eap_assets import definitions
 from eap_assets.defs import tags
 
 DEPLOYMENT = Path(__file__).resolve().parents[1] / "deployment"
-PG_ENV = {"DAGSTER_PG_HOST": "db.invalid", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "eap",
-          "DAGSTER_PG_PASSWORD": "x", "DAGSTER_PG_DB": "dagster"}
 
 
-def test_production_dagster_yaml_is_valid_for_the_installed_dagster(tmp_path, monkeypatch):
-    from dagster._core.instance.config import dagster_instance_config
-    from dagster._core.instance.ref import InstanceRef
-
-    for key, value in {**PG_ENV, "DAGSTER_COMPUTE_LOGS_DIR": str(tmp_path / "logs")}.items():
-        monkeypatch.setenv(key, value)
-    (tmp_path / "dagster.yaml").write_text((DEPLOYMENT / "dagster.yaml").read_text())
-    config, _ = dagster_instance_config(str(tmp_path))  # raises on an unknown key or a wrong type
+def test_production_dagster_yaml_sets_the_queue_the_pools_and_postgres():
+    """What deployment/dagster.yaml promises; that the installed Dagster accepts it is proven by
+    ``make test-deploy``, which starts dagster-webserver and dagster-daemon on this file and Postgres
+    (read here with yaml only: Dagster's instance-config loader is private API)."""
+    config = yaml.safe_load((DEPLOYMENT / "dagster.yaml").read_text())
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 2
     assert config["concurrency"]["pools"]["granularity"] == "op"
-    ref = InstanceRef.from_dir(str(tmp_path))
-    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
-    assert ref.run_storage_data.module_name.startswith("dagster_postgres")
-    assert "scheme: postgresql+psycopg2" in ref.run_storage_data.config_yaml
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    storage = config["storage"]["postgres"]["postgres_db"]
+    assert {key for key in storage} >= {"hostname", "username", "password", "db_name", "port"}
+    secrets = {key: value for key, value in storage.items() if key != "scheme"}
+    assert all(set(value) == {"env"} for value in secrets.values()), "hosts and credentials come from the environment"
 
 
 def test_workspace_and_helm_values_parse():

@@ -7,7 +7,7 @@ import pytest
 
 from eap_assets.core import intracellular as ic
 
-from .conftest import SHORT
+from .conftest import INTERNEURON, SHORT
 
 
 def test_detect_spikes_finds_peaks_after_upward_crossings():
@@ -57,7 +57,23 @@ def test_templates_have_expected_shapes_and_alignment(request, fixture, n_seg):
     np.testing.assert_allclose(total, tp.amplitude, atol=1e-6 * np.abs(tp.imem).max())
     assert np.abs(tp.imem[:, 0, :]).max() > 0.1  # soma carries nA-scale currents at the spike
     assert tp.seg_start.shape == (n_seg, 3) and np.all(tp.seg_diam > 0)
-    assert tp.provenance["neuron"].startswith("9.") and tp.provenance["simulations"] >= 2
+    assert tp.provenance["neuron"].startswith("9.") and tp.provenance["simulations"] == len(tp.provenance["search"])
+
+
+def test_membrane_currents_are_lfpys_rec_imem_bit_for_bit(models, bp_templates):
+    """The currents recorded during the search equal a separate LFPy ``rec_imem`` simulation at the found current."""
+    from neuron import h
+
+    from eap_assets.core.cells import load_lfpy_cell
+
+    cell = load_lfpy_cell(models[INTERNEURON], tstop=SHORT.tstop, dt=SHORT.dt, v_init=SHORT.v_init)
+    stim = h.IClamp(cell.template.soma[0](0.5))
+    stim.delay, stim.dur, stim.amp = SHORT.delay, SHORT.tstop, bp_templates.amplitude
+    cell.simulate(rec_imem=True)
+    peaks = np.rint(bp_templates.peak_times / SHORT.dt).astype(int)
+    idx = peaks[:, None] + np.arange(-SHORT.n_pre, SHORT.n_post)[None, :]
+    np.testing.assert_array_equal(np.transpose(cell.imem[:, idx], (1, 0, 2)), bp_templates.imem)
+    np.testing.assert_array_equal(np.asarray(cell.somav)[idx], bp_templates.vsoma)
 
 
 def test_templates_round_trip_through_npz(bp_templates, tmp_path):

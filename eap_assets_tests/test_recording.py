@@ -227,3 +227,14 @@ def test_ood_flags_say_why():
     again = cal.OODReference.from_arrays(reference.to_arrays())
     assert again.residual_threshold == reference.residual_threshold and again.amplitude_range_uv == \
         reference.amplitude_range_uv
+
+
+def test_the_deployment_resource_takes_the_recipe_defaults_from_the_core():
+    from eap_assets.defs.resources import RecordingSettings, SimulationSettings
+
+    settings, recording = SimulationSettings(), RecordingSettings()
+    config = recording.set_config(settings)
+    assert config.augmentation == rec.Augmentation(seed=settings.seed)
+    assert config.spec == rec.RecordingSpec(fs_hz=config.spec.fs_hz, probe=settings.probe)
+    changed = RecordingSettings(copies=4, band_hz=[500.0, 5000.0]).set_config(settings)
+    assert changed.augmentation.copies == 4 and changed.spec.band_hz == (500.0, 5000.0)

@@ -180,9 +180,11 @@ class TrainedModel:
         if self.kind == "lgbm":
             x = np.asarray(x, dtype=np.float32)
             if not hasattr(self.model, "predict_proba"):  # a bare lightgbm.Booster
-                raw = np.asarray(self.model.predict(x), dtype=np.float64)
+                raw = np.asarray(self.model.predict(x, num_threads=0), dtype=np.float64)
                 return np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
-            proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+            # prediction is per row, so its threads do not change the answer: OpenMP's default
+            # (OMP_NUM_THREADS, else every core) rather than the training's ``n_jobs``
+            proba = np.asarray(self.model.predict_proba(x, num_threads=0), dtype=np.float64)
             seen = np.asarray(self.model.classes_, dtype=np.int64)
             if n_classes and (proba.shape[1] != n_classes or not np.array_equal(seen, np.arange(n_classes))):
                 full = np.zeros((proba.shape[0], n_classes))

@@ -219,7 +219,7 @@ def scan_models(model_folders: Sequence[Path] = (), names: Sequence[str] | None 
 def cells_table(templates: Sequence[SpikeTemplates], models: dict[str, cells.CellModel]) -> str:
     """Markdown table of the intracellular stage: segments, current, spikes, simulation times."""
     lines = ["| cell | m-type | E/I | segments | current (nA) | spikes in window | simulations | "
-             "final simulation with i_mem (s) | all simulations (s) |",
+             "accepted simulation (s) | all simulations (s) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for tp in templates:
         m, p = models[tp.cell_name], tp.provenance

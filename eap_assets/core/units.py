@@ -149,7 +149,7 @@ def read_units(source, probe: str | Path | None = None, fs_hz: float | None = No
 
 
 def _from_folder(path: Path) -> Units:
-    import spikeinterface.full as si
+    import spikeinterface.core as si  # not .full: its extractors and sorters are not needed here (~0.7 s)
 
     try:
         analyzer = si.load_sorting_analyzer(path)

@@ -62,7 +62,7 @@ def spike_templates(context: dg.AssetExecutionContext, settings: SimulationSetti
     return dg.MaterializeResult(
         metadata={"current (nA)": round(templates.amplitude, 5), "spikes in simulation": templates.spike_count,
                   "kept spikes": templates.n_spikes, "segments": templates.n_segments,
-                  "simulations": p["simulations"], "final simulation (s)": p["final_simulation_s"],
+                  "simulations": p["simulations"], "accepted simulation (s)": p["final_simulation_s"],
                   "all simulations (s)": p.get("total_simulation_s"), "NEURON": p["neuron"], "LFPy": p["lfpy"],
                   "path": dg.MetadataValue.path(str(path)), **key_metadata(p["settings_hash"], computed),
                   **figure_metadata(figure, path.with_suffix(".png"), "somatic spikes")},

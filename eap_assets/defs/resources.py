@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -13,6 +14,10 @@ from eap_assets.core import cells, linesource, stages, variants
 from eap_assets.core.eaps import EAPConfig
 from eap_assets.core.intracellular import StimulusConfig
 from eap_assets.core.noise import NoiseConfig
+from eap_assets.core.recording import Augmentation, RecordingSpec
+
+if TYPE_CHECKING:  # imported where used: the recording set pulls in the learning stack
+    from eap_assets.core.recording_set import RecordingSetConfig
 
 #: Environment variables that set the defaults of :class:`SimulationSettings` for a deployment.
 ENV_DATA_DIR = "EAP_ASSETS_DATA_DIR"
@@ -172,6 +177,10 @@ def default_settings() -> SimulationSettings:
                               preset=os.environ.get(ENV_PRESET, "paper"), model_folders=folders)
 
 
+# the recording recipe's defaults live in the science core (one home); the resource exposes them
+_SPEC, _AUGMENTATION = RecordingSpec(), Augmentation()
+
+
 class RecordingSettings(dg.ConfigurableResource):
     """What "looks like a recording" means for the models trained for real data (``recording_*`` assets).
 
@@ -182,7 +191,7 @@ class RecordingSettings(dg.ConfigurableResource):
     (``resources.recording.config``); a change gives the affected artefacts new keys.
     """
 
-    medium: str = Field(default="mea_plane", description="Medium of the simulated EAPs: 'mea_plane' (the MEA's "
+    medium: str = Field(default=_SPEC.medium, description="Medium of the simulated EAPs: 'mea_plane' (the MEA's "
                                                          "non-conducting plane doubles the potential, as MEArec) or "
                                                          "'infinite'.")
     x_range_um: list[float] = Field(default=[10.0, 100.0], description="Soma distance from the probe plane, µm: "
@@ -194,30 +203,32 @@ class RecordingSettings(dg.ConfigurableResource):
     eaps_factor: float = Field(default=3.0, description="Accepted EAPs per cell and rotation: this many times the "
                                                         "paper's (3000 at paper scale: the box is ~5x the paper's "
                                                         "volume and every orientation is drawn).")
-    band_hz: list[float] = Field(default=[300.0, 6000.0], description="Band-pass of the recording, Hz.")
-    filter_order: int = Field(default=3, description="Butterworth order of the band-pass (zero-phase; MEArec's 3).")
-    ms_before: float = Field(default=1.0, description="Model window before the negative peak, ms.")
-    ms_after: float = Field(default=2.0, description="Model window after the negative peak, ms.")
-    copies: int = Field(default=2, description="Augmented copies of every EAP.")
-    noise_rms_uv: list[float] = Field(default=[5.0, 30.0], description="Range of the recording noise RMS, µV.")
-    spikes_per_template: list[float] = Field(default=[50.0, 1000.0], description="Range (log-uniform) of the "
-                                                                                 "spikes a template averages (a "
-                                                                                 "sorted unit keeps 50 or more).")
-    correlation_um: list[float] = Field(default=[0.0, 60.0], description="Range of the distance at which the "
-                                                                         "noise of two contacts correlates 0.5, µm.")
-    jitter_samples: int = Field(default=1, description="Largest alignment offset, samples.")
-    filter_orders: list[int] = Field(default=[2, 3, 4, 5], description="Butterworth orders of the copies' "
-                                                                       "band-pass (users' filters differ).")
+    band_hz: list[float] = Field(default=list(_SPEC.band_hz), description="Band-pass of the recording, Hz.")
+    filter_order: int = Field(default=_SPEC.filter_order,
+                              description="Butterworth order of the band-pass (zero-phase; MEArec's 3).")
+    ms_before: float = Field(default=_SPEC.ms_before, description="Model window before the negative peak, ms.")
+    ms_after: float = Field(default=_SPEC.ms_after, description="Model window after the negative peak, ms.")
+    copies: int = Field(default=_AUGMENTATION.copies, description="Augmented copies of every EAP.")
+    noise_rms_uv: list[float] = Field(default=list(_AUGMENTATION.noise_rms_uv),
+                                      description="Range of the recording noise RMS, µV.")
+    spikes_per_template: list[float] = Field(default=list(_AUGMENTATION.spikes_per_template),
+                                             description="Range (log-uniform) of the spikes a template averages "
+                                                         "(a sorted unit keeps 50 or more).")
+    correlation_um: list[float] = Field(default=list(_AUGMENTATION.correlation_um),
+                                        description="Range of the distance at which the noise of two contacts "
+                                                    "correlates 0.5, µm.")
+    jitter_samples: int = Field(default=_AUGMENTATION.jitter_samples, description="Largest alignment offset, samples.")
+    filter_orders: list[int] = Field(default=list(_AUGMENTATION.filter_orders),
+                                     description="Butterworth orders of the copies' band-pass (users' filters "
+                                                 "differ).")
     waveform_components: int = Field(default=100, description="Principal components of the waveform basis.")
     abstain_accuracy_binary: float = Field(default=0.99, description="Served E/I classifier: abstain below the "
                                                                      "confidence whose retained validation units "
                                                                      "reach this accuracy.")
     abstain_accuracy_mtype: float = Field(default=0.95, description="Likewise for the m-type classifier.")
 
-    def spec(self, settings: SimulationSettings) -> "RecordingSpec":
+    def spec(self, settings: SimulationSettings) -> RecordingSpec:
         """The models' input spec (ValueError naming a bad value)."""
-        from eap_assets.core.recording import RecordingSpec
-
         low, high = self.band_hz
         return RecordingSpec(fs_hz=1000.0 / settings.stimulus().dt, band_hz=(low, high),
                              filter_order=self.filter_order, ms_before=self.ms_before, ms_after=self.ms_after,
@@ -242,7 +253,6 @@ class RecordingSettings(dg.ConfigurableResource):
 
     def set_config(self, settings: SimulationSettings) -> "RecordingSetConfig":
         """The training set's settings (:class:`eap_assets.core.recording_set.RecordingSetConfig`)."""
-        from eap_assets.core.recording import Augmentation
         from eap_assets.core.recording_set import RecordingSetConfig
         from eap_assets.core.waveform import WaveformConfig
 
