@@ -23,7 +23,7 @@ GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 # and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
 CROSSCHECK_ARGS ?=
 
-.PHONY: install compile test test-deploy run ui mlflow-ui results generalisation crosscheck results-doc bench cells-doc clean
+.PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation crosscheck results-doc bench cells-doc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ run: compile
 ## the Dagster UI (webserver + daemon) on http://127.0.0.1:3000; Ctrl-C or SIGTERM stops it
 ui: compile
 	$(BIN)/eap-assets ui
+
+## screenshots of the Dagster UI into docs/img/ by headless Chromium (Debian: `apt-get install chromium`) of the
+## instance and data directory in SHOTS_ARGS (default ./.dagster_home and ./data)
+screenshots: compile
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/python deployment/ui_screenshots.py $(SHOTS_ARGS)
 
 ## the MLflow UI on http://127.0.0.1:5000 for the tracking store under ./data (runs, models, registry)
 mlflow-ui: install

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"analyzer of {args.units} units built in {setup_s:.0f} s: {folder}", flush=True)
     runs = []
     for i in range(args.runs):
-        load = benchlib.loadavg()
+        load, reference = benchlib.loadavg(), benchlib.reference_loop_s()
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(data),
                                   str(folder.parent / "answers.csv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
         if child.returncode != 0 or not line.strip():
             raise SystemExit(f"classify failed (exit {child.returncode}):\n{err[-3000:]}")
         record = json.loads(line)
-        record.update(answer_s=round(answer, 2), process_wall_s=round(wall, 2), loadavg=load)
+        record.update(answer_s=round(answer, 2), process_wall_s=round(wall, 2), loadavg=load, reference_loop_s=reference)
         runs.append(record)
         print(f"run {i + 1}: answers after {answer:.2f} s, process ended after {wall:.2f} s, {record['units']} units "
-              f"(imports {record['import_s']:.2f} s); load {load}", flush=True)
+              f"(imports {record['import_s']:.2f} s); load {load}, reference loop {reference} s", flush=True)
     result = {"units": args.units, "rate_hz": float(args.rate), "setup_s": round(setup_s, 1), "runs": runs,
               "median_s": benchlib.median([r["answer_s"] for r in runs]),
               "median_process_s": benchlib.median([r["process_wall_s"] for r in runs]), "target_s": TARGET_S}

@@ -45,6 +45,16 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def reference_loop_s(n: int = 5_000_000) -> float:
+    """Seconds this host takes for a fixed pure-Python loop right now: how fast the (shared) CPU is at
+    the moment of a measurement (on these machines it varies by up to ~1.5x between hours)."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return round(time.perf_counter() - start, 3)
+
+
 def wait_for_quiet(max_load: float = 0.5, timeout_s: float = 600.0, poll_s: float = 15.0, log=print) -> list[float]:
     """Wait until the 1-minute load average is below ``max_load`` (or ``timeout_s`` passed)."""
     deadline = time.monotonic() + timeout_s

@@ -235,10 +235,14 @@ def _classify(r: dict) -> list[str]:
            f"**{r['median_s']:.2f} s** median of {len(r['runs'])} runs from process start to the answers for "
            f"{r['units']} units; target ≤ {r['target_s']:g} s ({'met' if ok else 'NOT met'}); "
            f"{r.get('median_process_s', float('nan')):.2f} s to the end of the process.", ""]
-    out += _table(["run", "answers (s)", "process (s)", "imports (s)", "classified", "load average at start"],
+    out += _table(["run", "answers (s)", "process (s)", "imports (s)", "classified", "load average at start",
+                   "reference loop (s)"],
                   [[i + 1, run.get("answer_s", ""), run["process_wall_s"], round(run["import_s"], 2),
-                    f"{run['classified']}/{run['units']}", run["loadavg"][0] if run.get("loadavg") else ""]
-                   for i, run in enumerate(r["runs"])])
+                    f"{run['classified']}/{run['units']}", run["loadavg"][0] if run.get("loadavg") else "",
+                    run.get("reference_loop_s", "")] for i, run in enumerate(r["runs"])])
+    out += ["", "'Reference loop': a fixed pure-Python loop (`benchlib.reference_loop_s`) timed just before the run: "
+            "the shared host's CPU speed at that moment, which varies by up to ~1.5x between hours on these "
+            "machines, and every step here is CPU-bound Python (imports above all)."]
     last = r["runs"][-1]
     previous, rows = last["import_s"], [["imports (`eap_assets`, `eap_assets.serving`)", f"{last['import_s']:.2f}"]]
     for step, at in last["steps"].items():
@@ -247,6 +251,7 @@ def _classify(r: dict) -> list[str]:
     out += ["", "Where the time goes (last run; each step's time since the previous one; the first step includes "
             "importing MLflow and its SQLAlchemy store, reading the analyzer and looking up the champions):", ""]
     out += _table(["step", "s"], rows)
+    return out
 
 
 def write_report() -> str:

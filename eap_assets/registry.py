@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import features
-from eap_assets.core.models import KINDS
+from eap_assets.core.models import KINDS, MODEL_KINDS
 from eap_assets.core.probe import get_probe
 from eap_assets.core.recording import RecordingSpec
 from eap_assets.core.storage import file_lock
@@ -51,17 +51,11 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-#: Model input of each kind: the paper's images, the flat 200-feature vector, or raw EAPs (N, contacts, samples) µV.
-INPUTS = {"cnn": "images", "lgbm": "features", "waveform": "eaps"}
-#: Packages a logged model of each kind needs (pinned to the installed versions).  The waveform
-#: model is a cloudpickled :class:`~eap_assets.core.waveform.WaveformModel` pickled *by reference*:
-#: loading it imports ``eap_assets.core.waveform``, so the package itself is a requirement (rather
-#: than ``code_paths``: a logged copy of the package would be put first on ``sys.path`` by
-#: ``load_model`` and shadow the installed one in the loading process).
-REQUIREMENTS = {"cnn": ("tensorflow-cpu", "keras", "numpy"), "lgbm": ("lightgbm", "scikit-learn", "numpy"),
-                "waveform": ("eap_assets", "lightgbm", "scikit-learn", "numpy", "cloudpickle")}
-#: MLflow flavour (``mlflow.<flavour>``) each kind is logged and loaded with.
-FLAVOURS = {"cnn": "keras", "lgbm": "lightgbm", "waveform": "sklearn"}
+# Views of :data:`eap_assets.core.models.MODEL_KINDS` by kind name (the table lives there):
+#: model input, packages a logged model needs, MLflow flavour (``mlflow.<flavour>``).
+INPUTS = {name: kind.model_input for name, kind in MODEL_KINDS.items()}
+REQUIREMENTS = {name: kind.requirements for name, kind in MODEL_KINDS.items()}
+FLAVOURS = {name: kind.mlflow_flavour for name, kind in MODEL_KINDS.items()}
 
 
 class RegistryError(RuntimeError):

@@ -19,23 +19,22 @@ import pandas as pd
 from eap_assets.core.calibration import Calibration, OODReference
 from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.features import amplitude_width, feature_images
+from eap_assets.core.models import MODEL_KINDS
 from eap_assets.core.recording import RecordingSpec
-
-#: What each model kind takes from the mapped waveforms (N, C, T).
-KIND_INPUTS: dict[str, str] = {"cnn": "images", "lgbm": "features", "waveform": "eaps"}
 
 
 def kind_input(kind: str, windows: np.ndarray, spec: RecordingSpec) -> np.ndarray:
     """A model kind's input from mapped waveforms: the CNN's amplitude/width images, LightGBM's
     amplitude/width features (amplitudes then widths, contact order), the waveform model's raw windows."""
-    if kind == "cnn":
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(MODEL_KINDS)}")
+    model_input = MODEL_KINDS[kind].model_input
+    if model_input == "images":
         return feature_images(windows, spec.dt_ms, spec.probe)
-    if kind == "lgbm":
+    if model_input == "features":
         amplitude, width = amplitude_width(windows, spec.dt_ms)
         return np.concatenate([amplitude, width], axis=1).astype(np.float32)
-    if kind == "waveform":
-        return np.asarray(windows, dtype=np.float32)
-    raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(KIND_INPUTS)}")
+    return np.asarray(windows, dtype=np.float32)
 
 
 def predict_proba(model: object, kind: str, x: np.ndarray, classes: list[str]) -> np.ndarray:

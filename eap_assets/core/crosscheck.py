@@ -154,9 +154,9 @@ def mearec_template_params(
 
 def cell_seed(seed: int, cell: str) -> int:
     """Stable per-cell seed for MEArec (``np.random.seed``) from the base ``seed`` and the cell name."""
-    from eap_assets.core.eaps import partition_seed
+    from eap_assets.core.eaps import derived_seed
 
-    return int(partition_seed(int(seed), "mearec-templates", cell).generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
+    return derived_seed(int(seed), "mearec-templates", cell, int31=True)
 
 
 def _intracellular_key(model: cells_mod.CellModel, params: dict) -> str:

@@ -213,6 +213,15 @@ def partition_seed(seed: int, *keys: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), *words])
 
 
+def derived_seed(seed: int, *keys: str, int31: bool = False) -> int:
+    """One integer seed from ``seed`` and string keys (the first word of :func:`partition_seed`).
+
+    ``int31``: below ``2**31 - 1``, for libraries that take a signed 32-bit seed (LightGBM,
+    TensorFlow, MEArec's ``np.random.seed``)."""
+    value = int(partition_seed(seed, *keys).generate_state(1)[0])
+    return value % (2**31 - 1) if int31 else value
+
+
 def row_rng(entropy: Sequence[int], *spawn_key: int) -> np.random.Generator:
     """The generator of one row (e.g. ``(copy, eap_id)``) under a partition's entropy
     (``partition_seed(...).entropy``): a row's draws never depend on which other rows are drawn."""

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import models, splits
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core.eaps import derived_seed, partition_seed
 from eap_assets.core.features import SILENT_THRESHOLD, amplitude_width, probe_grid
 from eap_assets.core.noise import NOISE_KINDS, NoiseConfig
 from eap_assets.core.pool import EAPPool
@@ -226,7 +226,7 @@ def fit_basis(pool: EAPPool, rows: np.ndarray, config: GeneralisationConfig, wav
     """A waveform PCA basis fitted on (a seeded sample of ``max_fit_rows`` of) the training ``rows`` of
     one protocol, with the first augmentation copy's noise (noise-free without augmentation);
     ``n_components`` capped at what the sample gives (:func:`~eap_assets.core.waveform.cap_components`)."""
-    seed = int(partition_seed(config.seed, "basis", name).generate_state(1)[0])
+    seed = derived_seed(config.seed, "basis", name)
     sample = rows[projection_rows(len(rows), waveform, seed)]
     waveform, capped = cap_components(waveform, len(sample), *pool.shape)
     if capped:
@@ -401,7 +401,7 @@ def run_generalisation(pool: EAPPool, task: str, config: GeneralisationConfig, t
             details.setdefault(name, {})["skipped"] = "training rows of a single class, or no test rows"
             continue
         for kind in kinds:
-            seed = int(partition_seed(config.seed, "generalisation", name, kind, task).generate_state(1)[0] % (2**31 - 1))
+            seed = derived_seed(config.seed, "generalisation", name, kind, task, int31=True)
             tick = time.perf_counter()
             trained = _train(kind, bank, train, val, y, classes, trainers, seed, name, waveform_bases)
             seconds = time.perf_counter() - tick

@@ -49,9 +49,48 @@ from eap_assets.core.features import feature_columns
 
 #: The classification tasks of the paper.
 TASKS: tuple[str, ...] = ("binary", "mtype")
-#: Model kinds (registry names, Dagster assets ``<kind>_model``): the paper CNN, LightGBM on the 200
-#: amplitude/width features, and the waveform model (:mod:`eap_assets.core.waveform`).
-KINDS: tuple[str, ...] = ("cnn", "lgbm", "waveform")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What the code needs to know about one kind of model, in one place.
+
+    Attributes
+    ----------
+    name : str
+        Registry names and Dagster assets (``<name>_model``).
+    label : str
+        How tables and figures name it.
+    model_input : str
+        What it takes: ``images`` (the paper's amplitude/width images), ``features`` (the flat
+        amplitude/width vector) or ``eaps`` (raw waveforms, (N, contacts, samples) µV).
+    mlflow_flavour : str
+        The MLflow flavour (``mlflow.<flavour>``) it is logged and loaded with.
+    requirements : tuple of str
+        Packages a logged model needs (pinned to the installed versions when logged).
+    """
+
+    name: str
+    label: str
+    model_input: str
+    mlflow_flavour: str
+    requirements: tuple[str, ...]
+
+
+#: The model kinds: the paper CNN, LightGBM on the 200 amplitude/width features, and the waveform
+#: model (:mod:`eap_assets.core.waveform`). The waveform model is a cloudpickled
+#: :class:`~eap_assets.core.waveform.WaveformModel` pickled *by reference*: loading it imports
+#: ``eap_assets.core.waveform``, so the package itself is a requirement (rather than ``code_paths``:
+#: a logged copy of the package would be put first on ``sys.path`` by ``load_model`` and shadow the
+#: installed one in the loading process).
+MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
+    ModelKind("cnn", "CNN", "images", "keras", ("tensorflow-cpu", "keras", "numpy")),
+    ModelKind("lgbm", "LightGBM", "features", "lightgbm", ("lightgbm", "scikit-learn", "numpy")),
+    ModelKind("waveform", "waveform", "eaps", "sklearn", ("eap_assets", "lightgbm", "scikit-learn", "numpy",
+                                                          "cloudpickle")),
+)}
+#: Their names, in this order.
+KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
 #: Classes of the binary task, in this order (label 0 = excitatory).
 BINARY_CLASSES: tuple[str, ...] = ("E", "I")
 #: The paper's 13 m-types in its Table I order.

@@ -124,7 +124,7 @@ class RecordingSpec:
 
     def key(self) -> str:
         """Stable hash of the spec and the mapping code (artefact keys)."""
-        from eap_assets.core.stages import settings_hash
+        from eap_assets.core.keys import settings_hash
 
         return settings_hash("recording-spec", CODE_VERSION, asdict(self))
 
@@ -324,7 +324,7 @@ class Augmentation:
         object.__setattr__(self, "filter_orders", orders)
 
     def key(self) -> str:
-        from eap_assets.core.stages import settings_hash
+        from eap_assets.core.keys import settings_hash
 
         return settings_hash("augmentation", CODE_VERSION, asdict(self))
 

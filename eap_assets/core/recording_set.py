@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import splits
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core.eaps import derived_seed
 from eap_assets.core.features import amplitude_width, feature_columns
 from eap_assets.core.pool import EAPPool
 from eap_assets.core.probe import model_plane_positions
@@ -86,7 +86,7 @@ class RecordingSetConfig:
             raise ValueError(f"RecordingSetConfig.min_amplitude_uv must be >= 0 µV, got {self.min_amplitude_uv!r}")
 
     def key(self) -> str:
-        from eap_assets.core.stages import settings_hash
+        from eap_assets.core.keys import settings_hash
 
         return settings_hash("recording-set", CODE_VERSION, asdict(self))
 
@@ -154,7 +154,7 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     # 2. split over EAPs, per cell
     eap_cells = np.concatenate([[c] * detected[c].size for c in cells])
     eap_ids = np.concatenate([detected[c] for c in cells])
-    split_seed = int(partition_seed(config.seed, "recording-split", pool.rotation).generate_state(1)[0])
+    split_seed = derived_seed(config.seed, "recording-split", pool.rotation)
     eap_split = splits.assign_split(eap_cells, config.test_fraction, config.validation_fraction, split_seed)
     labels = pool.index.drop_duplicates("cell").set_index("cell")
     frames = []
@@ -169,7 +169,7 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
                 "x": positions[:, 0], "y": positions[:, 1], "z": positions[:, 2]}))
     table = pd.concat(frames, ignore_index=True)
     # 3. waveform basis on a seeded subsample of training rows
-    basis_seed = int(partition_seed(config.seed, "recording-basis", pool.rotation).generate_state(1)[0] % (2**31 - 1))
+    basis_seed = derived_seed(config.seed, "recording-basis", pool.rotation, int31=True)
     train_rows = np.flatnonzero(table["split"].to_numpy() == "train")
     wf = config.waveform
     fit = train_rows

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import paper
-from eap_assets.core.models import PAPER_MTYPES
+from eap_assets.core.models import MODEL_KINDS, PAPER_MTYPES
 
-KIND_NAMES = {"cnn": "CNN", "lgbm": "LightGBM", "waveform": "waveform", "width_rule": "width rule"}
+#: How tables name each model kind (and the paper's width rule).
+KIND_NAMES = {**{name: kind.label for name, kind in MODEL_KINDS.items()}, "width_rule": "width rule"}
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

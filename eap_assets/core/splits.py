@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core.eaps import derived_seed, partition_seed
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 #: Label of the rows :func:`distance_split` leaves out (outside both distance bands).
@@ -90,11 +90,6 @@ def _labels(values, name: str, n_rows: int | None = None) -> np.ndarray:
     return values
 
 
-def _seed_int(seed: int, *keys: str) -> int:
-    """A 32-bit seed for scikit-learn from ``seed`` and string keys."""
-    return int(partition_seed(seed, *keys).generate_state(1)[0])
-
-
 def draw_validation(split: np.ndarray, strata: np.ndarray, validation_fraction: float, seed: int) -> np.ndarray:
     """Relabel a seeded, stratified share of the ``train`` rows as ``validation``.
 
@@ -127,7 +122,7 @@ def draw_validation(split: np.ndarray, strata: np.ndarray, validation_fraction: 
         return split.astype(str)
     _check_share(strata[rows], validation_fraction, "validation", "train rows")
     _, val = train_test_split(rows, test_size=validation_fraction, stratify=strata[rows],
-                              random_state=_seed_int(seed, "validation"))
+                              random_state=derived_seed(seed, "validation"))
     split[val] = "validation"
     return split.astype(str)
 
@@ -285,5 +280,6 @@ def leave_one_type_out(types, validation_fraction: float = 0.1, seed: int = 0,
     folds = {}
     for held in wanted:
         split = np.where(types.astype(str) == held, "test", "train").astype(object)
-        folds[held] = draw_validation(split, strata, validation_fraction, _seed_int(seed, "leave-one-type-out", held))
+        seed_of_fold = derived_seed(seed, "leave-one-type-out", held)
+        folds[held] = draw_validation(split, strata, validation_fraction, seed_of_fold)
     return folds

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from eap_assets.core import cells, models, plots, stages
+from eap_assets.core import cells, keys, models, plots
 from eap_assets.core import crosscheck as xc
 from eap_assets.core.evaluation import score_answers
 from eap_assets.core.report import crosscheck_markdown
@@ -59,13 +59,13 @@ class CrosscheckSettings(dg.ConfigurableResource):
 
     def key(self, models_: list[cells.CellModel], probe: str) -> str:
         """Key of the MEArec templates: the cell models' files, the probe and MEArec's settings."""
-        return stages.settings_hash(xc.CODE_VERSION, sorted((m.name, cells.model_hash(m)) for m in models_), probe,
+        return keys.settings_hash(xc.CODE_VERSION, sorted((m.name, cells.model_hash(m)) for m in models_), probe,
                                     self.templates_per_cell, self.sim_time_s, self.rotation, self.seed,
                                     self.min_amp_uv)
 
     def recording_key(self, templates_key: str | None, rate: str) -> str:
         """Key of one rate's recording and analyzer: the templates' key and the recording settings."""
-        return stages.settings_hash(templates_key, rate, self.units_per_cell, self.duration_s, self.noise_uv,
+        return keys.settings_hash(templates_key, rate, self.units_per_cell, self.duration_s, self.noise_uv,
                                     self.min_amp_uv, self.max_amp_uv, self.min_dist_um, self.seed)
 
 

@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from eap_assets.core import cells, features, noise, plots, splits, stages
-from eap_assets.core.eaps import partition_seed, peak_to_peak
+from eap_assets.core import cells, features, keys, noise, plots, splits, stages
+from eap_assets.core.eaps import derived_seed, peak_to_peak
 from eap_assets.core.probe import get_probe
 from eap_assets.defs.eaps import eap_dataset, partition_cell_rotation
 from eap_assets.defs.metadata import figure_metadata, key_metadata, markdown_table
@@ -42,7 +42,7 @@ def paper_cells(settings: SimulationSettings, names: Iterable[str],
 
 def training_key(settings: SimulationSettings, feature_keys: dict[str, str]) -> str:
     """Key of a training table: its cells' feature-table keys, the split settings and the code version."""
-    return stages.settings_hash(sorted(feature_keys.items()), settings.test_fraction, settings.validation_fraction,
+    return keys.settings_hash(sorted(feature_keys.items()), settings.test_fraction, settings.validation_fraction,
                                 settings.seed, TRAINING_TABLE_VERSION)
 
 
@@ -178,7 +178,7 @@ def training_table(context: dg.AssetExecutionContext, settings: SimulationSettin
         raise stages.StaleInputError(f"training_table {rotation!r}: feature_table of {', '.join(stale)} was made "
                                      "with other settings; re-materialise eap_dataset and feature_table for them")
     table = pd.concat([tables[c] for c in cell_names], ignore_index=True)
-    seed = int(partition_seed(settings.seed, "split", rotation).generate_state(1)[0])
+    seed = derived_seed(settings.seed, "split", rotation)
     table["split"] = splits.assign_split(table["cell"].to_numpy(), settings.test_fraction,
                                          settings.validation_fraction, seed)
     key = training_key(settings, {c: tables[c].attrs["key"] for c in cell_names})

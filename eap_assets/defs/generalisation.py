@@ -13,7 +13,7 @@ from pydantic import Field
 
 from eap_assets import registry
 from eap_assets.core import generalisation as gen
-from eap_assets.core import models, plots, stages
+from eap_assets.core import keys, models, plots
 from eap_assets.core.report import generalisation_markdown
 from eap_assets.core.storage import atomic_path
 from eap_assets.defs.eaps import eap_dataset, load_pool
@@ -60,7 +60,7 @@ def trainers(training: TrainingSettings) -> gen.Trainers:
 def generalisation_key(training_table_key: str, pool_keys: dict[str, str], config: gen.GeneralisationConfig,
                        training: TrainingSettings) -> str:
     """Key of a generalisation result: the EAP datasets, the paper table, the protocol and training settings."""
-    return stages.settings_hash(gen.CODE_VERSION, training_table_key, sorted(pool_keys.items()), config,
+    return keys.settings_hash(gen.CODE_VERSION, training_table_key, sorted(pool_keys.items()), config,
                                 trainers(training))
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 from eap_assets import registry
 from eap_assets.core import calibration as cal
 from eap_assets.core import evaluation as scoring
-from eap_assets.core import models, plots, stages
+from eap_assets.core import keys, models, plots
 from eap_assets.core.classifier import UnitClassifier
 from eap_assets.core.probe import edge_contacts
 from eap_assets.core.recording_set import CODE_VERSION, build_recording_set, table_input, table_proba
@@ -66,13 +66,13 @@ def _rotation_task(context) -> tuple[str, str]:
 
 def training_set_key(config_key: str, eap_keys: dict[str, str]) -> str:
     """Key of a rotation's recording training set: its settings and its cells' EAP datasets."""
-    return stages.settings_hash(CODE_VERSION, config_key, sorted(eap_keys.items()))
+    return keys.settings_hash(CODE_VERSION, config_key, sorted(eap_keys.items()))
 
 
 def recording_model_key(kind: str, set_key: str, training: TrainingSettings) -> str:
     """Key of a recording-family model (or of the unit classifier: every kind's settings)."""
     kinds = registry.KINDS if kind == "classifier" else (kind,)
-    return stages.settings_hash(set_key, kind, CODE_VERSIONS[kind], *[asdict(training.config_for(k)) for k in kinds])
+    return keys.settings_hash(set_key, kind, CODE_VERSIONS[kind], *[asdict(training.config_for(k)) for k in kinds])
 
 
 @dg.multi_asset(

@@ -24,8 +24,8 @@ from pydantic import Field
 
 from eap_assets import registry
 from eap_assets.core import evaluation as scoring
-from eap_assets.core import models, paper, plots, stages, waveform
-from eap_assets.core.eaps import partition_seed
+from eap_assets.core import keys, models, paper, plots, splits, waveform
+from eap_assets.core.eaps import derived_seed
 from eap_assets.core.pool import EAPPool
 from eap_assets.core.storage import atomic_path, atomic_write_text, file_lock
 from eap_assets.defs.metadata import figure_metadata, markdown_table
@@ -129,7 +129,7 @@ class MLflowTracking(dg.ConfigurableResource):
 
 #: Code versions of the training-side assets (part of their keys).
 CODE_VERSIONS = {"cnn": "cnn-1", "lgbm": "lgbm-1", "waveform": "waveform-1", "evaluation": "evaluation-2",
-                 "hold_out": "hold-out-1"}
+                 "hold_out": "hold-out-2"}
 
 
 def model_key(kind: str, training_table_key: str, training: TrainingSettings) -> str:
@@ -142,7 +142,7 @@ def model_key(kind: str, training_table_key: str, training: TrainingSettings) ->
         parts = [asdict(training.config_for(k)) for k in registry.KINDS]
     else:
         parts = [asdict(training.config_for("lgbm" if kind == "hold_out" else kind))]
-    return stages.settings_hash(training_table_key, kind, CODE_VERSIONS[kind], *parts)
+    return keys.settings_hash(training_table_key, kind, CODE_VERSIONS[kind], *parts)
 
 
 def rotation_task_key(rotation: str, task: str) -> dg.MultiPartitionKey:
@@ -155,7 +155,7 @@ def partition_rotation_task(context) -> tuple[str, str]:
 
 
 def _seed(settings: SimulationSettings, *keys: str) -> int:
-    return int(partition_seed(settings.seed, *keys).generate_state(1)[0] % (2**31 - 1))
+    return derived_seed(settings.seed, *keys, int31=True)
 
 
 def eap_pool(settings: SimulationSettings, rotation: str, table: pd.DataFrame) -> EAPPool:
@@ -432,26 +432,29 @@ def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, 
 @fail_fast
 def hold_out_cell_type(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,
                        mlflow_tracking: MLflowTracking, training_table: pd.DataFrame) -> dg.MaterializeResult:
-    """E/I generalisation: for each cell type, LightGBM trained on the other types (their train
-    split; validation split for early stopping) classifies every EAP of the unseen type."""
+    """E/I generalisation: for each cell type, LightGBM trained on the other types classifies every
+    EAP of the unseen type. The folds are the generalisation report's
+    (:func:`eap_assets.core.splits.leave_one_type_out`: the other types' rows train, a stratified
+    share of them validates for early stopping), so both places score the same rule."""
     import mlflow
 
     rotation = context.partition_key
     x = registry.model_input("lgbm", training_table, settings.probe)
     y, classes = models.task_labels(training_table, "binary")
-    split, types = training_table["split"].to_numpy(), training_table["mtype"].to_numpy()
+    types = training_table["mtype"].to_numpy()
+    folds = splits.leave_one_type_out(types, settings.validation_fraction, _seed(settings, "hold-out", rotation),
+                                      strata=training_table["cell"].to_numpy())
     rows = []
     start = time.perf_counter()
-    for held in pd.unique(types):
-        rest = types != held
-        fit, val = rest & (split == "train"), rest & (split == "validation")
-        row = {"cell type": held, "E/I": classes[int(y[~rest][0])], "n": int((~rest).sum()), "accuracy": np.nan}
+    for held, split in folds.items():
+        fit, val, test = split == "train", split == "validation", split == "test"
+        row = {"cell type": held, "E/I": classes[int(y[test][0])], "n": int(test.sum()), "accuracy": np.nan}
         if np.unique(y[fit]).size < 2:  # the other types are all E or all I: nothing to learn E/I from
             context.log.warning(f"hold-out {held}: the remaining cell types are all one class; skipped")
         else:
             trained = models.train_lgbm(x[fit], y[fit], x[val], y[val], len(classes), training.lgbm_config(),
                                         _seed(settings, "hold-out", rotation, str(held)))
-            row["accuracy"] = 100.0 * float((trained.predict(x[~rest]) == y[~rest]).mean())
+            row["accuracy"] = 100.0 * float((trained.predict(x[test]) == y[test]).mean())
         rows.append(row)
     table = pd.DataFrame(rows)
     record = {"rotation": rotation, "rows": rows, "mean": float(table["accuracy"].mean())}

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from eap_assets.core import cells, stages, variants
+from eap_assets.core import cells, keys, variants
 from eap_assets.defs.metadata import key_metadata, markdown_table
 from eap_assets.defs.partitions import cell_partitions
 from eap_assets.defs.resources import SimulationSettings
@@ -82,7 +82,7 @@ def morphology_variants(context: dg.AssetExecutionContext, settings: SimulationS
         record = json.loads((model.path / cells.VARIANT_FILE).read_text())
         rows.append({"parent": model.parent, "variant": model.name, "sx": record["sx"], "sy": record["sy"],
                      "sz": record["sz"], "jitter": record["jitter_deg"]})
-    key = stages.settings_hash(sorted((m.name, cells.model_hash(m)) for m in made), variants.CODE_VERSION)
+    key = keys.settings_hash(sorted((m.name, cells.model_hash(m)) for m in made), variants.CODE_VERSION)
     metadata = {"variants": len(made), "parents": len(parents) - len(skipped), "new partitions": len(new),
                 "path": dg.MetadataValue.path(str(settings.variants_path)),
                 "variant factors": markdown_table(pd.DataFrame(rows)), **key_metadata(key, True)}
