@@ -442,8 +442,12 @@ def hold_out_cell_type(context: dg.AssetExecutionContext, settings: SimulationSe
     x = registry.model_input("lgbm", training_table, settings.probe)
     y, classes = models.task_labels(training_table, "binary")
     types = training_table["mtype"].to_numpy()
-    folds = splits.leave_one_type_out(types, settings.validation_fraction, _seed(settings, "hold-out", rotation),
-                                      strata=training_table["cell"].to_numpy())
+    folds = {}
+    if pd.unique(types).size < 2:
+        context.log.warning(f"hold-out: the training table has one cell type ({types[0]}); nothing to hold out")
+    else:
+        folds = splits.leave_one_type_out(types, settings.validation_fraction, _seed(settings, "hold-out", rotation),
+                                          strata=training_table["cell"].to_numpy())
     rows = []
     start = time.perf_counter()
     for held, split in folds.items():
@@ -456,7 +460,7 @@ def hold_out_cell_type(context: dg.AssetExecutionContext, settings: SimulationSe
                                         _seed(settings, "hold-out", rotation, str(held)))
             row["accuracy"] = 100.0 * float((trained.predict(x[test]) == y[test]).mean())
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["cell type", "E/I", "n", "accuracy"])
     record = {"rotation": rotation, "rows": rows, "mean": float(table["accuracy"].mean())}
     path = settings.data_path / "evaluation" / rotation / "hold_out.json"
     with atomic_path(path) as tmp:
