@@ -20,13 +20,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 #: (file name, UI path, what it shows) of each screenshot.
 PAGES: tuple[tuple[str, str, str], ...] = (
@@ -139,7 +136,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
     binary = chromium()
     os.environ["EAP_ASSETS_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ["DAGSTER_HOME"] = str(Path(args.dagster_home).resolve())
-    sys.path.insert(0, str(REPO))
     from eap_assets.local import LocalDagster, ensure_dagster_home
 
     home = ensure_dagster_home()
