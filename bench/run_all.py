@@ -32,10 +32,10 @@ BENCHMARKS: dict[str, list[str]] = {
     "end_to_end": ["bench_end_to_end.py"],
     "classify": ["bench_classify.py"],
 }
-TARGET_WALL_S = 60.0
+TARGET_WALL_S = 15.0  # issue 17 (was 60 s)
 TARGET_RSS_MIB = 4096.0
-TARGET_RATIO = 200.0
-TARGET_END_TO_END_S = 30 * 60.0
+TARGET_RATIO = 1000.0  # issue 17 (was 200)
+TARGET_END_TO_END_S = 10 * 60.0  # issue 17 (was 30 min)
 
 
 def run(name: str, max_load: float, wait_s: float) -> None:
@@ -76,9 +76,11 @@ def _vs_mearec(r: dict) -> list[str]:
                     f"**{x['ratio']:.0f}×**", f"{x['max_abs_diff_over_peak']:.1e}",
                     f"{x['loadavg_start'][0]} → {x['loadavg_end'][0]}"] for x in rows])
     worst = min(x["ratio"] for x in rows)
+    ttpc1 = min((x["ratio"] for x in rows if x["mtype"] == "TTPC1"), default=float("nan"))
     setups = {x["mtype"]: (x["mearec_setup_s"], x["engine_setup_s"]) for x in rows}
-    out += ["", f"Smallest ratio: {worst:.0f}× (target ≥ {TARGET_RATIO:.0f}×: "
-            f"{'met' if worst >= TARGET_RATIO else 'NOT met'}). One-off set-up per cell (not in the figures): "
+    out += ["", f"Smallest ratio on TTPC1: {ttpc1:.0f}× (target ≥ {TARGET_RATIO:.0f}× on TTPC1: "
+            f"{'met' if ttpc1 >= TARGET_RATIO else 'NOT met'}); smallest over all cells: {worst:.0f}× (the small BP "
+            "cell, where MEArec's own per-EAP cost is lower). One-off set-up per cell (not in the figures): "
             + "; ".join(f"{k}: LFPy cell + electrode {a:.1f} s, engine {b:.2f} s" for k, (a, b) in setups.items())
             + "."]
     return out
@@ -125,8 +127,8 @@ def _stage(r: dict) -> list[str]:
 
 def _profile(r: dict) -> list[str]:
     out = [f"Command: `{r['command']}` ({r['date']}), one core. Per cell, one chunk of {r['chunk']} candidates "
-           "(3drot), best of 5: time per (contact × segment) element of the line-source log terms "
-           "(element-wise numpy), of the products with the low-rank currents (BLAS), and of the whole "
+           "(3drot), best of 5: time per (contact × segment) element of the line-source log terms (fused numba "
+           "pass and numpy's log), of the products with the low-rank currents (BLAS), and of the whole "
            "`EAPEngine.compute`.", ""]
     out += _table(["cell", "segments", "current ranks", "set-up (s)", "ms/candidate", "log terms (ns/elem)",
                    "products (ns/elem)", "compute (ns/elem)"],

@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="early stopping after this many validation checks without improvement (default 10)")
     p.add_argument("--n-eaps", type=int, default=None,
                    help="accepted EAPs per cell and rotation (default 1000; 50 with --quick)")
-    p.add_argument("--probe", default="SqMEA-10-15", help="MEAutility probe name")
+    p.add_argument("--probe", default="SqMEA-10-15",
+                   help="probe: a MEAutility name (SqMEA-10-15, Neuronexus-32, Neuropixels-384, ...), "
+                        "Neuropixels-1.0 (probeinterface's NP1000, bank 0), or a probeinterface JSON file")
     p.add_argument("--medium", default="infinite", choices=["infinite", "mea_plane"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-uv", type=float, default=0.0,

@@ -41,7 +41,7 @@ import pandas as pd
 
 from eap_assets.core import features
 from eap_assets.core.models import KINDS, MODEL_KINDS
-from eap_assets.core.probe import get_probe
+from eap_assets.core.probe import get_probe, probe_name
 from eap_assets.core.recording import RecordingSpec
 from eap_assets.core.storage import file_lock
 
@@ -76,12 +76,12 @@ def model_name(kind: str, rotation: str, task: str, probe: str = "SqMEA-10-15", 
         raise ValueError(f"model kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
     if family not in FAMILIES:
         raise ValueError(f"model family {family!r} unknown; choose one of {', '.join(FAMILIES)}")
-    return f"{family}_{kind}_{probe}_{rotation}_{task}"
+    return f"{family}_{kind}_{probe_name(probe)}_{rotation}_{task}"
 
 
 def classifier_name(probe: str, rotation: str, task: str) -> str:
     """Registered name of the served classifier of a probe x rotation x task (``unit_classifier_<probe>_<rotation>_<task>``)."""
-    return f"{CLASSIFIER_PREFIX}_{probe}_{rotation}_{task}"
+    return f"{CLASSIFIER_PREFIX}_{probe_name(probe)}_{rotation}_{task}"
 
 
 #: The paper models' input: 7 ms windows around the intracellular spike at 32 kHz, unfiltered, as simulated.

@@ -69,11 +69,10 @@ def test_feature_images_shape_and_layout():
     assert np.all(images[0, ..., 1] == 7.0)
 
 
-def test_other_grid_probe_works_and_non_grid_probe_is_refused():
+def test_other_grid_probe_works_and_unknown_probe_is_refused():
     assert probe_grid("SqMEA-5-30").shape == (5, 5)
-    with pytest.raises(ProbeError, match="'Neuronexus-32'.*do not form a grid"):
-        probe_grid("Neuronexus-32")
-    with pytest.raises(ProbeError, match="'NoSuchProbe' is not a MEAutility probe"):
+    assert probe_grid("SqMEA-5-30").hole_row.size == 0
+    with pytest.raises(ProbeError, match="'NoSuchProbe' is neither a MEAutility probe"):
         get_probe("NoSuchProbe")
 
 

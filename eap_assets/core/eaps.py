@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
@@ -33,7 +34,7 @@ from eap_assets.core.probe import get_probe
 from eap_assets.core.storage import atomic_dir
 
 #: Version of the EAP sampling and line-source code (see intracellular.CODE_VERSION).
-CODE_VERSION = "eaps-2"
+CODE_VERSION = "eaps-3"
 #: Candidates drawn at a time. Part of the sampling algorithm: changing it changes the data.
 DRAW_CHUNK = 256
 #: Default working precision of the engine (float64 is kept for reference comparisons).
@@ -57,7 +58,7 @@ class EAPConfig:
     Attributes
     ----------
     probe : str
-        MEAutility probe name.
+        Probe spec (:func:`eap_assets.core.probe.get_probe`: MEAutility name, generated probe or JSON file).
     n_eaps : int
         Accepted EAPs wanted (paper: 1000).
     rotation : str
@@ -285,7 +286,7 @@ class EAPEngine:
     ----------
     templates : SpikeTemplates
     probe : str
-        MEAutility probe name.
+        Probe spec (:func:`eap_assets.core.probe.get_probe`: MEAutility name, generated probe or JSON file).
     sigma : float
         Conductivity, S/m.
     medium : str
@@ -323,22 +324,39 @@ class EAPEngine:
         -------
         ndarray, shape (B, n_contacts, n_samples), µV, in the working precision.
         """
+        by_spike, order = self.compute_by_spike(rotations_, positions, spike_index)
+        out = np.empty_like(by_spike)
+        out[order] = by_spike
+        return out
+
+    def compute_by_spike(self, rotations_: np.ndarray, positions: np.ndarray,
+                         spike_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`compute` with the placements sorted by spike (stable), saving the copy back.
+
+        Returns
+        -------
+        eaps : ndarray, shape (B, n_contacts, n_samples)
+            ``eaps[k]`` is the EAP of placement ``order[k]``.
+        order : ndarray of int, shape (B,)
+        """
         n_contacts, n_samples = self.contacts.shape[0], self.templates.n_samples
         local = self.geometry.to_local(self.contacts, rotations_, positions)  # (B, C, 3)
         spike_index = np.asarray(spike_index)
-        out = np.empty((len(positions), n_contacts, n_samples), dtype=self.dtype)
-        buffer = np.empty((min(self.batch, len(positions)) * n_contacts, self.templates.n_segments), dtype=self.dtype)
         order = np.argsort(spike_index, kind="stable")  # placements of the same spike next to each other
+        out = np.empty((len(positions), n_contacts, n_samples), dtype=self.dtype)
+        rows_out = out.reshape(-1, n_samples)
+        buffer = np.empty((min(self.batch, len(positions)) * n_contacts, self.templates.n_segments), dtype=self.dtype)
         for lo in range(0, order.size, self.batch):
             sel = order[lo:lo + self.batch]
             terms = self.geometry.log_term(local[sel].reshape(-1, 3), out=buffer[: sel.size * n_contacts])
             spikes = spike_index[sel]
             for run in np.split(np.arange(sel.size), np.flatnonzero(np.diff(spikes)) + 1):
                 product = terms[run[0] * n_contacts:(run[-1] + 1) * n_contacts]
-                for factor in self.factors[spikes[run[0]]]:
+                *inner, last = self.factors[spikes[run[0]]]
+                for factor in inner:
                     product = product @ factor
-                out[sel[run]] = product.reshape(run.size, n_contacts, n_samples)
-        return out
+                np.matmul(product, last, out=rows_out[(lo + run[0]) * n_contacts:(lo + run[-1] + 1) * n_contacts])
+        return out, order
 
 
 def contact_peak_to_peak(eaps: np.ndarray, time_axis: int = -1) -> np.ndarray:
@@ -348,8 +366,52 @@ def contact_peak_to_peak(eaps: np.ndarray, time_axis: int = -1) -> np.ndarray:
 
 
 def peak_to_peak(eaps: np.ndarray) -> np.ndarray:
-    """Largest peak-to-peak over contacts of each EAP (N, C, T) -> (N,), same units (the amplitude rule's)."""
-    return contact_peak_to_peak(eaps).max(axis=-1)
+    """Largest peak-to-peak over contacts of each EAP (N, C, T) -> (N,), same units (the amplitude rule's).
+
+    Raises
+    ------
+    ValueError
+        If ``eaps`` is not three-dimensional or has no samples.
+    """
+    eaps = np.asarray(eaps)
+    if eaps.ndim != 3 or eaps.shape[1] == 0 or eaps.shape[2] == 0:
+        raise ValueError(f"peak_to_peak needs EAPs of shape (N, contacts, samples) with contacts and samples; "
+                         f"got shape {eaps.shape}")
+    return _max_peak_to_peak(np.ascontiguousarray(eaps))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _max_peak_to_peak(eaps: np.ndarray) -> np.ndarray:
+    """:func:`peak_to_peak` in one pass over the data (3x faster than numpy's max and min).
+
+    Eight running maxima and minima per trace: independent accumulators that the compiler
+    turns into vector registers (a single running max/min is a serial dependency chain).
+    """
+    n, n_contacts, n_samples = eaps.shape
+    out = np.empty(n, dtype=eaps.dtype)
+    whole = n_samples - n_samples % 8
+    for i in range(n):
+        best = eaps.dtype.type(0)
+        for j in range(n_contacts):
+            row = eaps[i, j]
+            h0 = h1 = h2 = h3 = h4 = h5 = h6 = h7 = row[0]
+            l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = row[0]
+            for k in range(0, whole, 8):
+                h0, l0 = max(h0, row[k]), min(l0, row[k])
+                h1, l1 = max(h1, row[k + 1]), min(l1, row[k + 1])
+                h2, l2 = max(h2, row[k + 2]), min(l2, row[k + 2])
+                h3, l3 = max(h3, row[k + 3]), min(l3, row[k + 3])
+                h4, l4 = max(h4, row[k + 4]), min(l4, row[k + 4])
+                h5, l5 = max(h5, row[k + 5]), min(l5, row[k + 5])
+                h6, l6 = max(h6, row[k + 6]), min(l6, row[k + 6])
+                h7, l7 = max(h7, row[k + 7]), min(l7, row[k + 7])
+            for k in range(whole, n_samples):
+                h0, l0 = max(h0, row[k]), min(l0, row[k])
+            high = max(max(max(h0, h1), max(h2, h3)), max(max(h4, h5), max(h6, h7)))
+            low = min(min(min(l0, l1), min(l2, l3)), min(min(l4, l5), min(l6, l7)))
+            best = max(best, high - low)
+        out[i] = best
+    return out
 
 
 #: One BLAS thread: float32 matrix products round differently with another thread count, and the
@@ -404,9 +466,13 @@ def simulate_eap_dataset(templates: SpikeTemplates, config: EAPConfig, mtype: st
         step = k if config.n_eaps - n_kept >= k else FINAL_STEP
         for lo in range(0, k, step):
             hi = min(k, lo + step)
-            eaps = engine.compute(rots[lo:hi], positions[lo:hi], spikes[lo:hi])
-            ok = np.flatnonzero(peak_to_peak(eaps) >= config.min_amplitude)[: config.n_eaps - n_kept]
-            accepted[n_kept:n_kept + ok.size] = eaps[ok]
+            eaps, order = engine.compute_by_spike(rots[lo:hi], positions[lo:hi], spikes[lo:hi])
+            amplitude = np.empty(order.size, dtype=eaps.dtype)
+            amplitude[order] = peak_to_peak(eaps)
+            ok = np.flatnonzero(amplitude >= config.min_amplitude)[: config.n_eaps - n_kept]  # in draw order
+            row_of = np.empty_like(order)
+            row_of[order] = np.arange(order.size)
+            accepted[n_kept:n_kept + ok.size] = eaps[row_of[ok]]
             kept.append((positions[lo + ok], rots[lo + ok], spikes[lo + ok], tries + lo + ok))
             n_kept += ok.size
             if n_kept == config.n_eaps:

@@ -65,7 +65,7 @@ def check_finite(eaps: np.ndarray, what: str) -> np.ndarray:
 
 def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
                    threshold: float = SILENT_THRESHOLD) -> np.ndarray:
-    """Amplitude and width images of EAPs on a grid probe.
+    """Amplitude and width images of EAPs on a probe (:func:`eap_assets.core.probe.probe_grid`).
 
     Parameters
     ----------
@@ -74,7 +74,7 @@ def feature_images(eaps: np.ndarray, dt: float, probe: str = "SqMEA-10-15",
     dt : float
         Sampling step, ms.
     probe : str
-        MEAutility name of the (grid) probe the EAPs were computed on.
+        Probe spec the EAPs were computed on (see :func:`eap_assets.core.probe.get_probe`).
     threshold : float
         Silent-contact amplitude, µV.
 

@@ -20,10 +20,11 @@ so only the distance ``m = |a|`` of the contact's foot from the segment *midpoin
     log((q(l) + l) * (q(h) + |h|) / r^2)          if h <  0 (contact beside the segment),
 
 free of cancellation in both cases.  ``a`` and the two coordinates of the contact
-perpendicular to the axis (``r^2`` is their sum of squares) come from one small matrix
-product of the contacts with a per-segment frame (:class:`SegmentGeometry`), so no
-``(contacts x segments)`` difference vectors are formed and ``r^2`` is not the difference
-of two large numbers.  The frame depends on the cell only: for a rotated and moved cell the
+perpendicular to the axis (``r^2`` is their sum of squares) are the contact's homogeneous
+coordinates times a per-segment frame (:class:`SegmentGeometry`), so no difference vectors
+are formed and ``r^2`` is not the difference of two large numbers.  One fused, compiled
+pass (numba) computes the log's argument per (contact, segment) element with no temporaries;
+numpy's vectorised ``log`` follows on the same cache-sized block.  The frame depends on the cell only: for a rotated and moved cell the
 contacts are moved into the cell's frame instead (:meth:`SegmentGeometry.to_local`).
 
 Units: µm for distances, S/m for ``sigma``, nA for currents -> mV (x 1000 for µV).
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 #: Potential scale for a probe in an infinite medium, and for contacts on an insulating MEA
 #: plane (method of images: the half-space potential is doubled, as MEArec does).
 MEDIUM_FACTORS: dict[str, float] = {"infinite": 1.0, "mea_plane": 2.0}
-#: Elements (contacts x segments) of one block of the element-wise stage: its few temporaries
-#: stay in the L2 cache.  A speed setting only: results do not depend on it.
+#: Elements (contacts x segments) of one block of the element-wise stage: the block stays in the
+#: L2 cache between the fused pass and the log.  A speed setting only: results do not depend on it.
 BLOCK_ELEMENTS = 32_768
 
 
@@ -60,6 +62,34 @@ def _perpendicular_frame(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = helper - np.einsum("sk,sk->s", helper, unit)[:, None] * unit
     first /= np.linalg.norm(first, axis=1, keepdims=True)
     return first, np.cross(unit, first)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _log_ratio(points: np.ndarray, frame: np.ndarray, half_length: np.ndarray, r2_min: np.ndarray,
+               out: np.ndarray) -> None:
+    """The argument of the log term of every (point, segment) pair, written into ``out`` (N, S).
+
+    See the module docstring for the formula and :class:`SegmentGeometry` for the arrays.
+    Plain IEEE arithmetic (no fast-math: no reassociation, no fused multiply-add contraction),
+    so the bits do not depend on the CPU's vector width; the loop over segments vectorises.
+    """
+    a0, a1, a2, a3 = frame[0, 0], frame[0, 1], frame[0, 2], frame[0, 3]
+    u0, u1, u2, u3 = frame[1, 0], frame[1, 1], frame[1, 2], frame[1, 3]
+    v0, v1, v2, v3 = frame[2, 0], frame[2, 1], frame[2, 2], frame[2, 3]
+    for i in range(points.shape[0]):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        row = out[i]
+        for s in range(half_length.shape[0]):
+            a = x * a0[s] + y * a1[s] + z * a2[s] + a3[s]      # along the axis from the midpoint
+            u = x * u0[s] + y * u1[s] + z * u2[s] + u3[s]      # two perpendicular coordinates
+            v = x * v0[s] + y * v1[s] + z * v2[s] + v3[s]
+            r2 = max(u * u + v * v, r2_min[s])
+            m = abs(a)
+            h = m - half_length[s]
+            l_ = m + half_length[s]
+            q_l = np.sqrt(l_ * l_ + r2) + l_                  # q(l) + l
+            q_h = np.sqrt(h * h + r2) + abs(h)                 # q(h) + |h|
+            row[s] = q_l * q_h / r2 if h < 0 else q_l / q_h   # h < 0: contact beside the segment
 
 
 @dataclass(frozen=True)
@@ -163,6 +193,10 @@ class SegmentGeometry:
     def log_term(self, points: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The dimensionless log term of every (point, segment) pair.
 
+        One fused pass (:func:`_log_ratio`, compiled by numba) per block of rows computes the
+        log's argument with no temporaries; numpy's vectorised ``log`` then runs over the
+        block while it is still in the cache.
+
         Parameters
         ----------
         points : ndarray, shape (N, 3)
@@ -175,47 +209,16 @@ class SegmentGeometry:
         ndarray, shape (N, S)
             Multiply by :attr:`weight` for the matrix in mV/nA.
         """
+        points = np.ascontiguousarray(points, dtype=self.dtype)
         n, n_seg = len(points), self.n_segments
-        homogeneous = np.ones((n, 4), dtype=self.dtype)
-        homogeneous[:, :3] = points
         if out is None:
             out = np.empty((n, n_seg), dtype=self.dtype)
         rows = max(1, BLOCK_ELEMENTS // n_seg)
-        coords = np.empty((3, min(rows, n), n_seg), dtype=self.dtype)
-        negative = np.empty((min(rows, n), n_seg), dtype=bool)
         for lo in range(0, n, rows):
-            hi = min(n, lo + rows)
-            self._log_term_block(homogeneous[lo:hi], out[lo:hi], coords[:, : hi - lo], negative[: hi - lo])
+            block = out[lo:lo + rows]
+            _log_ratio(points[lo:lo + rows], self.frame, self.half_length, self.r2_min, block)
+            np.log(block, out=block)
         return out
-
-    def _log_term_block(self, homogeneous: np.ndarray, res: np.ndarray, coords: np.ndarray,
-                        negative: np.ndarray) -> None:
-        """One block of :meth:`log_term`, in place; ``coords`` and ``negative`` are scratch."""
-        np.matmul(homogeneous, self.frame, out=coords)
-        a, u, v = coords                       # along the axis from the midpoint; two perpendicular coordinates
-        np.multiply(u, u, out=u)
-        np.multiply(v, v, out=v)
-        r2 = np.add(u, v, out=u)
-        np.maximum(r2, self.r2_min, out=r2)
-        np.abs(a, out=a)                       # m = |a|
-        h = np.subtract(a, self.half_length, out=v)
-        l_ = np.add(a, self.half_length, out=a)
-        np.multiply(l_, l_, out=res)
-        res += r2
-        np.sqrt(res, out=res)
-        res += l_                              # q(l) + l
-        np.less(h, 0, out=negative)
-        g = np.multiply(h, h, out=a)
-        g += r2
-        np.sqrt(g, out=g)
-        g += np.abs(h, out=h)                  # q(h) + |h|
-        res /= g
-        beside = np.flatnonzero(negative)      # h < 0: times (q(h) + |h|)^2 / r^2
-        if beside.size:
-            flat_res, flat_g = res.reshape(-1), g.reshape(-1)
-            g_beside = flat_g[beside]
-            flat_res[beside] *= g_beside * g_beside / r2.reshape(-1)[beside]
-        np.log(res, out=res)
 
     def matrix(self, points: np.ndarray) -> np.ndarray:
         """Line-source matrix (N, S) of points relative to ``origin``, mV/nA, working dtype."""

@@ -1,15 +1,41 @@
-"""Recording probes from MEAutility, and their contacts laid out as an image grid."""
+"""Recording probes, and their contacts laid out as an image grid.
+
+A probe is named by a *probe spec*: a MEAutility name (``SqMEA-10-15``, ``Neuropixels-384``,
+``Neuronexus-32``), a probe this module builds with probeinterface (:data:`GENERATED_PROBES`:
+``Neuropixels-1.0``), or the path of a probeinterface JSON file (``.json``) with one planar
+probe.  Every probe is put in MEAutility's frame: contacts in the plane ``x = 0`` (the normal
+is x), first main axis y, second z, so the EAP placement box, rotations and media mean the
+same for every probe.
+
+Layouts that are not full grids (staggered columns, e.g. Neuropixels 1.0 or Neuronexus-32)
+become images on the grid of their distinct contact coordinates; a grid cell without a contact
+takes the mean of its contact-holding neighbours (:class:`Grid`), so a CNN sees a smooth image
+and a full grid is placed exactly as before.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 
 class ProbeError(ValueError):
-    """Unknown probe name, or a probe whose contacts do not form a grid."""
+    """Unknown probe, a probe file that cannot be used, or contacts that make no image grid."""
+
+
+#: Probes built with probeinterface's generators (name -> description); MEAutility names work too.
+GENERATED_PROBES = {
+    "Neuropixels-1.0": "Neuropixels 1.0 (NP1000), bank 0: 384 contacts in 4 staggered columns, 20 µm rows, 3.84 mm",
+}
+#: A layout whose long side is at least this many times its short side is a shank (else an MEA).
+SHANK_ASPECT = 3.0
+#: Medium of each probe kind by default: a planar MEA is a non-conducting plane under the tissue
+#: (method of images, as MEArec does), a shank sits inside the tissue (infinite medium).
+KIND_MEDIA = {"mea": "mea_plane", "shank": "infinite"}
 
 
 @dataclass(frozen=True)
@@ -19,39 +45,164 @@ class Probe:
     Attributes
     ----------
     name : str
-        MEAutility name, e.g. ``SqMEA-10-15``.
+        Name used in artefact keys and registered model names: the MEAutility or generated
+        name, or for a file its stem and a hash of its contact positions (``my_probe-1a2b3c4d``).
     positions : ndarray, shape (n_contacts, 3)
         Contact centres, µm (point contacts).
     normal : ndarray, shape (3,)
         Unit normal of the probe plane.
     main_axes : ndarray, shape (2, 3)
         The two in-plane axes of the probe.
+    source : str
+        Where the probe comes from (``MEAutility``, ``probeinterface``, or the file's path).
     """
 
     name: str
     positions: np.ndarray
     normal: np.ndarray
     main_axes: np.ndarray
+    source: str = "MEAutility"
 
     @property
     def n_contacts(self) -> int:
         return int(self.positions.shape[0])
 
+    @property
+    def plane_positions(self) -> np.ndarray:
+        """Contact positions on the two main axes (C, 2), µm."""
+        return self.positions @ self.main_axes.T
 
-@lru_cache(maxsize=32)
-def get_probe(name: str = "SqMEA-10-15") -> Probe:
-    """Load a probe by its MEAutility name.
+    @property
+    def kind(self) -> str:
+        """``"shank"`` when the contacts span at least :data:`SHANK_ASPECT` times more along one
+        main axis than along the other (Neuropixels, Neuronexus), else ``"mea"`` (square MEAs)."""
+        extent = np.ptp(self.plane_positions, axis=0)
+        short, long = sorted(float(e) for e in extent)
+        return "shank" if long > 0 and long >= SHANK_ASPECT * short else "mea"
+
+    @property
+    def default_medium(self) -> str:
+        """The medium of the probe's kind (:data:`KIND_MEDIA`)."""
+        return KIND_MEDIA[self.kind]
+
+
+def _probe_in_mea_frame(name: str, plane: np.ndarray, source: str) -> Probe:
+    """A probe whose contacts lie at ``plane`` (C, 2) on the main axes y and z of the plane x = 0."""
+    positions = np.zeros((len(plane), 3))
+    positions[:, 1:] = plane
+    positions.setflags(write=False)
+    return Probe(name=name, positions=positions, normal=np.array([1.0, 0.0, 0.0]),
+                 main_axes=np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), source=source)
+
+
+def _check_contacts(plane: np.ndarray, what: str) -> np.ndarray:
+    """Planar contact positions (C, 2) centred on the layout's middle; ProbeError naming ``what``."""
+    if len(plane) == 0:
+        raise ProbeError(f"{what}: the probe has no contacts")
+    rounded = np.round(plane, 3)
+    _, first, counts = np.unique(rounded, axis=0, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        dup = rounded[first[counts > 1][0]]
+        raise ProbeError(f"{what}: {int(np.sum(counts[counts > 1]))} contacts share positions "
+                         f"(e.g. {dup.tolist()} µm); every contact needs its own place")
+    return plane - (plane.min(axis=0) + plane.max(axis=0)) / 2.0
+
+
+def _generated_probe(name: str) -> Probe:
+    from probeinterface.neuropixels_tools import build_neuropixels_probe
+
+    if name == "Neuropixels-1.0":
+        full = build_neuropixels_probe("NP1000")
+        plane = np.asarray(full.contact_positions, dtype=float)[:384]  # electrodes 0-383 (bank 0), tip first
+        return _probe_in_mea_frame(name, _check_contacts(plane, name), "probeinterface")
+    raise ProbeError(f"no generator for probe {name!r}")
+
+
+def _file_probe(path: Path) -> Probe:
+    """A probe from a probeinterface JSON file (one probe, contacts in one plane)."""
+    import probeinterface
+
+    what = f"probe file {str(path)!r}"
+    try:
+        group = probeinterface.read_probeinterface(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's problem
+        raise ProbeError(f"{what} is not a probeinterface JSON file ({type(exc).__name__}: {exc})") from None
+    if len(group.probes) != 1:
+        raise ProbeError(f"{what} holds {len(group.probes)} probes; give a file with exactly one")
+    positions = np.asarray(group.probes[0].contact_positions, dtype=float)
+    try:
+        plane = planar_positions(positions)
+    except ProbeGeometryError as exc:
+        raise ProbeError(f"{what}: {exc}") from None
+    plane = _check_contacts(plane, what)
+    digest = hashlib.sha256(np.round(plane, 3).astype("<f8").tobytes()).hexdigest()[:8]
+    return _probe_in_mea_frame(f"{path.stem}-{digest}", plane, str(path))
+
+
+def is_probe_file(spec: str) -> bool:
+    """Whether a probe spec names a file (a ``.json`` path) rather than a probe."""
+    return str(spec).lower().endswith(".json")
+
+
+def probe_name(spec: str) -> str:
+    """The name a probe spec goes by in artefact keys and registered model names (:attr:`Probe.name`;
+    a named probe is its own name, a file gives its stem and contact hash)."""
+    return get_probe(spec).name if is_probe_file(spec) else str(spec)
+
+
+def placement_box(spec: str, distance_um: tuple[float, float] = (10.0, 60.0),
+                  overhang_um: float = 7.5) -> tuple[tuple[float, float], ...]:
+    """Box of soma positions in front of a probe: ``distance_um`` from its plane (x) and the contacts'
+    extent plus ``overhang_um`` along y and z.
+
+    The defaults give the paper's box for SqMEA-10-15 (x 10-60 µm, y and z ±75 µm: contacts at
+    ±67.5 µm plus 7.5 µm).
+
+    Returns
+    -------
+    (x_range, y_range, z_range) : tuples (low, high), µm
+    """
+    low, high = (float(d) for d in distance_um)
+    if not 0 <= low <= high:
+        raise ValueError(f"distance_um must be (low, high) with 0 <= low <= high, got {distance_um!r}")
+    if not overhang_um >= 0:
+        raise ValueError(f"overhang_um must be >= 0, got {overhang_um!r}")
+    positions = get_probe(spec).positions
+    lows, highs = positions.min(axis=0) - overhang_um, positions.max(axis=0) + overhang_um
+    return (low, high), (float(lows[1]), float(highs[1])), (float(lows[2]), float(highs[2]))
+
+
+def get_probe(spec: str = "SqMEA-10-15") -> Probe:
+    """The probe of a probe spec: a MEAutility name, a :data:`GENERATED_PROBES` name, or a
+    probeinterface JSON file (read each time: the file may change; its name carries a hash of
+    its contacts, so changed contacts give new artefact keys).
 
     Raises
     ------
     ProbeError
-        If MEAutility does not know the name (the message lists the known ones).
+        For an unknown name (the message lists the known ones), a file that is missing, does not
+        parse, holds several probes, has contacts out of one plane or sharing a position.
     """
+    spec = str(spec)
+    if is_probe_file(spec):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ProbeError(f"probe file {spec!r} does not exist")
+        return _file_probe(path)
+    return _named_probe(spec)
+
+
+@lru_cache(maxsize=32)
+def _named_probe(name: str) -> Probe:
     import MEAutility as mu
 
+    if name in GENERATED_PROBES:
+        return _generated_probe(name)
     known = mu.return_mea_list()
     if name not in known:
-        raise ProbeError(f"probe {name!r} is not a MEAutility probe; known probes: {', '.join(known)}")
+        raise ProbeError(f"probe {name!r} is neither a MEAutility probe ({', '.join(known)}) nor one of "
+                         f"{', '.join(GENERATED_PROBES)}; a probeinterface JSON file (path ending in .json) "
+                         "works too")
     mea = mu.return_mea(name)
     positions = np.asarray(mea.positions, dtype=float)
     normal = np.asarray(mea.normal, dtype=float).reshape(-1, 3)[0]
@@ -60,49 +211,84 @@ def get_probe(name: str = "SqMEA-10-15") -> Probe:
                  main_axes=np.asarray(mea.main_axes, dtype=float))
 
 
+#: Largest (grid cells / contacts) of a layout made an image: a staggered layout has 2, a layout
+#: with no common rows or columns far more (it makes no image; the feature models still apply).
+MAX_GRID_FILL = 4
+
+
 @dataclass(frozen=True)
 class Grid:
-    """Where each contact sits in a (rows, cols) image.
+    """Where each contact sits in a (rows, cols) image, and how the cells without a contact are filled.
 
     ``row`` indexes the probe's second main axis and ``col`` its first, both increasing
     with the coordinate (for ``SqMEA-10-15``: rows along z, columns along y), which is
-    MEAutility's own ``RectMEA`` convention (linear id = ``dim[0] * col + row``).
+    MEAutility's own ``RectMEA`` convention (linear id = ``dim[0] * col + row``).  A cell with
+    no contact (staggered layouts) takes the mean of the contacts in its 4-neighbourhood (its
+    8-neighbourhood when those are empty too): ``fill`` (n_contacts, n_holes) holds the weights.
     """
 
     shape: tuple[int, int]
     row: np.ndarray
     col: np.ndarray
+    hole_row: np.ndarray
+    hole_col: np.ndarray
+    fill: np.ndarray
 
     def to_image(self, values: np.ndarray) -> np.ndarray:
         """Place per-contact values (..., n_contacts) into images (..., rows, cols)."""
         values = np.asarray(values)
         image = np.zeros(values.shape[:-1] + self.shape, dtype=values.dtype)
         image[..., self.row, self.col] = values
+        if self.hole_row.size:
+            image[..., self.hole_row, self.hole_col] = values @ self.fill.astype(values.dtype, copy=False)
         return image
 
 
-@lru_cache(maxsize=32)
 def probe_grid(name: str = "SqMEA-10-15", decimals: int = 3) -> Grid:
-    """Grid layout of a probe's contacts, derived from their positions on the main axes.
+    """Grid layout of a probe's contacts, from the distinct coordinates on its main axes.
 
     Raises
     ------
     ProbeError
-        If the contacts do not fill a rectangular grid one contact per cell.
+        If two contacts share a cell, or the layout has more than :data:`MAX_GRID_FILL` cells per
+        contact (no common rows and columns to make an image of).
     """
-    probe = get_probe(name)
-    coords = np.round(probe.positions @ probe.main_axes.T, decimals)
+    plane = np.round(get_probe(name).plane_positions, decimals)
+    return _layout_grid(str(name), plane.tobytes(), len(plane))
+
+
+@lru_cache(maxsize=32)
+def _layout_grid(name: str, plane_bytes: bytes, n_contacts: int) -> Grid:
+    """:func:`probe_grid` of rounded plane positions (cached by content: a probe file may change)."""
+    coords = np.frombuffer(plane_bytes, dtype=np.float64).reshape(n_contacts, 2)
     cols_u, col = np.unique(coords[:, 0], return_inverse=True)
     rows_u, row = np.unique(coords[:, 1], return_inverse=True)
     shape = (rows_u.size, cols_u.size)
-    occupied = np.zeros(shape, dtype=int)
-    np.add.at(occupied, (row, col), 1)
-    if shape[0] * shape[1] != probe.n_contacts or not np.all(occupied == 1):
+    occupied = np.full(shape, -1, dtype=np.int64)
+    occupied[row, col] = np.arange(n_contacts)
+    if np.count_nonzero(occupied >= 0) != n_contacts or shape[0] * shape[1] > MAX_GRID_FILL * n_contacts:
         raise ProbeError(
-            f"probe {name!r}: its {probe.n_contacts} contacts do not form a grid "
-            f"({rows_u.size} distinct rows x {cols_u.size} distinct columns); feature images need a grid probe"
+            f"probe {name!r}: its {n_contacts} contacts make no image grid ({rows_u.size} distinct rows x "
+            f"{cols_u.size} distinct columns); CNN images need contacts on common rows and columns (the "
+            "feature-based models work on any layout)"
         )
-    return Grid(shape=shape, row=row.astype(int), col=col.astype(int))
+    hole_row, hole_col = np.nonzero(occupied < 0)
+    fill = np.zeros((n_contacts, hole_row.size))
+    padded = np.pad(occupied, 1, constant_values=-1)
+    cross = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    ring = cross + [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    for h, (r, c) in enumerate(zip(hole_row, hole_col)):
+        for offsets in (cross, ring):
+            neighbours = [padded[r + 1 + dr, c + 1 + dc] for dr, dc in offsets]
+            neighbours = [n for n in neighbours if n >= 0]
+            if neighbours:
+                fill[neighbours, h] = 1.0 / len(neighbours)
+                break
+        else:
+            raise ProbeError(f"probe {name!r}: grid cell (row {r}, column {c}) has no contact around it; the "
+                             "layout is too sparse for an image")
+    return Grid(shape=shape, row=row.astype(int), col=col.astype(int), hole_row=hole_row, hole_col=hole_col,
+                fill=fill)
 
 
 class ProbeGeometryError(ValueError):
@@ -141,9 +327,8 @@ def planar_positions(positions: np.ndarray, tol_um: float = 1.0) -> np.ndarray:
 
 
 def model_plane_positions(name: str) -> np.ndarray:
-    """Contact positions of a MEAutility probe on its main axes (C, 2), µm, in the probe's contact order."""
-    probe = get_probe(name)
-    return probe.positions @ probe.main_axes.T
+    """Contact positions of a probe on its main axes (C, 2), µm, in the probe's contact order."""
+    return get_probe(name).plane_positions
 
 
 def match_contacts(positions: np.ndarray, probe: str, tol_um: float = 1.0) -> np.ndarray:

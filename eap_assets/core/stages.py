@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from eap_assets.core import cells, eaps, features, intracellular
@@ -33,6 +33,7 @@ from eap_assets.core.eaps import EAPConfig, EAPDataset, simulate_eap_dataset
 from eap_assets.core.intracellular import SpikeTemplates, StimulusConfig, simulate_spike_templates
 from eap_assets.core.keys import settings_hash
 from eap_assets.core.noise import NoiseConfig
+from eap_assets.core.probe import is_probe_file, probe_name
 from eap_assets.core.storage import file_lock
 
 Log = Callable[[str], None]
@@ -72,7 +73,10 @@ def templates_key(model: cells.CellModel, stimulus: StimulusConfig) -> str:
 
 
 def eaps_key(config: EAPConfig, templates_key_: str) -> str:
-    """Key of an EAP dataset: its settings, the code version and the key of its templates."""
+    """Key of an EAP dataset: its settings, the code version and the key of its templates (a probe
+    file counts by its contacts, :func:`eap_assets.core.probe.probe_name`, not its path)."""
+    if is_probe_file(config.probe):
+        config = replace(config, probe=probe_name(config.probe))
     return settings_hash(config, eaps.CODE_VERSION, templates_key_)
 
 

@@ -14,6 +14,7 @@ from eap_assets.core import cells, linesource, stages, variants
 from eap_assets.core.eaps import EAPConfig
 from eap_assets.core.intracellular import StimulusConfig
 from eap_assets.core.noise import NoiseConfig
+from eap_assets.core.probe import get_probe, placement_box
 from eap_assets.core.recording import Augmentation, RecordingSpec
 
 if TYPE_CHECKING:  # imported where used: the recording set pulls in the learning stack
@@ -44,7 +45,9 @@ class SimulationSettings(dg.ConfigurableResource):
     preset: str = Field(default="paper", description="'paper' (1.2 s, 10 spikes, 1000 EAPs) or 'quick' "
                                                      "(400 ms, 3 spikes, 50 EAPs).")
     n_eaps: int | None = Field(default=None, description="Accepted EAPs per cell and rotation (default: preset's).")
-    probe: str = Field(default="SqMEA-10-15", description="MEAutility probe name.")
+    probe: str = Field(default="SqMEA-10-15", description="Probe: a MEAutility name, 'Neuropixels-1.0', or a "
+                                                         "probeinterface JSON file (.json). The box of soma "
+                                                         "positions follows its contacts.")
     medium: str = Field(default="infinite", description="'infinite' (paper) or 'mea_plane' (MEArec: potential x2).")
     min_amplitude: float = Field(default=30.0, description="Peak-to-peak (µV) an EAP needs on one contact.")
     seed: int = Field(default=0, description="Root seed of every random draw (placements, rotations, spikes, splits).")
@@ -76,8 +79,10 @@ class SimulationSettings(dg.ConfigurableResource):
         """EAP settings for one rotation mode (raises ValueError naming a bad value)."""
         linesource.medium_factor(self.medium)
         n_eaps = self.n_eaps if self.n_eaps is not None else stages.get_preset(self.preset).n_eaps
+        x_range, y_range, z_range = placement_box(self.probe)  # the paper's box for SqMEA-10-15
         return replace(EAPConfig(), probe=self.probe, n_eaps=n_eaps, rotation=rotation, medium=self.medium,
-                       min_amplitude=self.min_amplitude, seed=self.seed)
+                       min_amplitude=self.min_amplitude, seed=self.seed, x_range=x_range, y_range=y_range,
+                       z_range=z_range)
 
     @property
     def variants_path(self) -> Path:
@@ -191,9 +196,10 @@ class RecordingSettings(dg.ConfigurableResource):
     (``resources.recording.config``); a change gives the affected artefacts new keys.
     """
 
-    medium: str = Field(default=_SPEC.medium, description="Medium of the simulated EAPs: 'mea_plane' (the MEA's "
-                                                         "non-conducting plane doubles the potential, as MEArec) or "
-                                                         "'infinite'.")
+    medium: str = Field(default="auto", description="Medium of the simulated EAPs: 'auto' (the probe kind's: "
+                                                    "'mea_plane' for a planar MEA, whose non-conducting plane "
+                                                    "doubles the potential as in MEArec; 'infinite' for a shank), "
+                                                    "'mea_plane' or 'infinite'.")
     x_range_um: list[float] = Field(default=[10.0, 100.0], description="Soma distance from the probe plane, µm: "
                                                                       "the whole range where a unit is detectable.")
     overhang_um: float = Field(default=30.0, description="Somata up to this far beyond the probe's outer contacts "
@@ -232,18 +238,21 @@ class RecordingSettings(dg.ConfigurableResource):
         low, high = self.band_hz
         return RecordingSpec(fs_hz=1000.0 / settings.stimulus().dt, band_hz=(low, high),
                              filter_order=self.filter_order, ms_before=self.ms_before, ms_after=self.ms_after,
-                             medium=self.medium, probe=settings.probe)
+                             medium=self.resolved_medium(settings), probe=settings.probe)
+
+    def resolved_medium(self, settings: SimulationSettings) -> str:
+        """``medium``, with ``auto`` replaced by the probe kind's medium (:attr:`eap_assets.core.probe.Probe.default_medium`)."""
+        medium = get_probe(settings.probe).default_medium if self.medium == "auto" else self.medium
+        linesource.medium_factor(medium)
+        return medium
 
     def eap_config(self, settings: SimulationSettings, rotation: str) -> EAPConfig:
         """EAP settings of the recording family for one rotation: the medium and the box (the probe's
         extent plus the overhang in y and z, ``x_range_um`` in x); acceptance on the raw peak-to-peak."""
-        from eap_assets.core.probe import get_probe
-
-        positions = get_probe(settings.probe).positions
-        lows, highs = positions.min(axis=0) - self.overhang_um, positions.max(axis=0) + self.overhang_um
+        x_range, y_range, z_range = placement_box(settings.probe, tuple(self.x_range_um), self.overhang_um)
         paper = settings.eap_config(rotation)
-        return replace(paper, medium=self.medium, x_range=tuple(self.x_range_um), n_eaps=self.n_eaps(paper.n_eaps),
-                       y_range=(float(lows[1]), float(highs[1])), z_range=(float(lows[2]), float(highs[2])))
+        return replace(paper, medium=self.resolved_medium(settings), x_range=x_range, n_eaps=self.n_eaps(paper.n_eaps),
+                       y_range=y_range, z_range=z_range)
 
     def n_eaps(self, paper_n_eaps: int) -> int:
         """Accepted EAPs per cell and rotation of the recording family."""

@@ -1,0 +1,146 @@
+"""Probes beyond the paper's MEA: staggered layouts as images, probeinterface files, the probe's
+placement box and medium, and clear errors for probe files that cannot be used."""
+
+import json
+
+import numpy as np
+import probeinterface
+import pytest
+
+from eap_assets.core import features
+from eap_assets.core.eaps import EAPConfig, EAPEngine, simulate_eap_dataset
+from eap_assets.core.probe import (ProbeError, get_probe, placement_box, probe_grid, probe_name)
+from eap_assets.core.stages import eaps_key
+
+
+def _silicon_probe(path, x_shift: float = 0.0):
+    """A 32-channel silicon probe (2 staggered columns of 16, 25 µm pitch) as a probeinterface JSON file."""
+    probe = probeinterface.generate_multi_columns_probe(num_columns=2, num_contact_per_column=16, xpitch=22,
+                                                       ypitch=25, y_shift_per_column=[0, 12.5])
+    probe.move([x_shift, 0.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probeinterface.write_probeinterface(path, probe)
+    return path
+
+
+@pytest.mark.parametrize("name, shape", [("Neuronexus-32", (22, 3)), ("Neuropixels-1.0", (192, 4)),
+                                         ("SqMEA-10-15", (10, 10))])
+def test_layouts_become_images_with_filled_holes(name, shape):
+    grid = probe_grid(name)
+    probe = get_probe(name)
+    assert grid.shape == shape
+    values = np.random.default_rng(0).uniform(1, 2, size=(3, probe.n_contacts))
+    image = grid.to_image(values)
+    # every contact's value is in its own cell
+    assert np.array_equal(image[:, grid.row, grid.col], values)
+    holes = grid.hole_row.size
+    assert holes == shape[0] * shape[1] - probe.n_contacts
+    if holes:  # a hole holds the mean of the contacts around it: between their extremes, never 0
+        filled = image[:, grid.hole_row, grid.hole_col]
+        assert np.all(filled >= 1) and np.all(filled <= 2)
+        r, c = grid.hole_row[0], grid.hole_col[0]
+        around = [image[:, r + dr, c + dc] for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                  if 0 <= r + dr < shape[0] and 0 <= c + dc < shape[1]
+                  and np.any((grid.row == r + dr) & (grid.col == c + dc))]
+        assert np.allclose(image[:, r, c], np.mean(around, axis=0))
+
+
+def test_probe_kinds_media_and_boxes():
+    assert get_probe("SqMEA-10-15").kind == "mea" and get_probe("SqMEA-10-15").default_medium == "mea_plane"
+    for shank in ("Neuropixels-1.0", "Neuronexus-32"):
+        assert get_probe(shank).kind == "shank" and get_probe(shank).default_medium == "infinite"
+    # the paper's box comes out of SqMEA-10-15's contacts
+    assert placement_box("SqMEA-10-15") == ((10.0, 60.0), (-75.0, 75.0), (-75.0, 75.0))
+    (_, _), y, z = placement_box("Neuropixels-1.0")
+    assert z[1] - z[0] > 3800 and y[1] - y[0] == 48 + 15  # the whole shank, 7.5 µm beyond its outer contacts
+    neuropixels = get_probe("Neuropixels-1.0").plane_positions
+    assert neuropixels.shape == (384, 2) and sorted(np.unique(neuropixels[:, 0]).tolist()) == [-24, -8, 8, 24]
+    assert np.allclose(np.unique(np.diff(np.unique(neuropixels[:, 1]))), 20.0)
+
+
+def test_probe_file_is_read_named_by_its_contacts_and_keys_follow_them(tmp_path):
+    path = _silicon_probe(tmp_path / "silicon32.json")
+    probe = get_probe(str(path))
+    assert probe.n_contacts == 32 and probe.kind == "shank" and probe.source == str(path)
+    assert probe.name.startswith("silicon32-") and probe_name(str(path)) == probe.name
+    assert np.allclose(probe.positions[:, 0], 0.0) and np.allclose(probe.normal, [1, 0, 0])
+    assert probe_grid(str(path)).shape == (32, 2)
+    # a translated copy of the layout is the same probe (positions are centred) ...
+    assert get_probe(str(_silicon_probe(tmp_path / "moved" / "silicon32.json", x_shift=500.0))).name == probe.name
+    config = EAPConfig(probe=str(path), n_eaps=5)
+    key = eaps_key(config, "templates-key")
+    # ... a changed layout under the same path is another probe: new name, new artefact keys
+    wider = probeinterface.generate_multi_columns_probe(num_columns=2, num_contact_per_column=16, xpitch=30,
+                                                        ypitch=25, y_shift_per_column=[0, 12.5])
+    probeinterface.write_probeinterface(path, wider)
+    assert get_probe(str(path)).name != probe.name
+    assert eaps_key(config, "templates-key") != key
+    assert probe_grid(str(path)).shape == (32, 2)
+
+
+def test_bad_probe_files_and_names_are_named_in_the_error(tmp_path):
+    with pytest.raises(ProbeError, match="does not exist"):
+        get_probe(str(tmp_path / "missing.json"))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    with pytest.raises(ProbeError, match=r"garbage\.json.*is not a probeinterface JSON file"):
+        get_probe(str(garbage))
+    # contacts out of one plane
+    bent = probeinterface.Probe(ndim=3, si_units="um")
+    bent.set_contacts(positions=np.array([[0, 0, 0], [0, 20, 0], [0, 0, 20], [30, 30, 30.0]]), plane_axes=np.tile(
+        np.eye(3)[:2], (4, 1, 1)), shapes="circle", shape_params={"radius": 5})
+    probeinterface.write_probeinterface(tmp_path / "bent.json", bent)
+    with pytest.raises(ProbeError, match=r"bent\.json.*not in one plane"):
+        get_probe(str(tmp_path / "bent.json"))
+    # two probes in one file
+    group = probeinterface.ProbeGroup()
+    for shift in (0.0, 300.0):
+        p = probeinterface.generate_linear_probe(num_elec=8, ypitch=20)
+        p.move([shift, 0.0])
+        group.add_probe(p)
+    probeinterface.write_probeinterface(tmp_path / "two.json", group)
+    with pytest.raises(ProbeError, match=r"two\.json.*holds 2 probes"):
+        get_probe(str(tmp_path / "two.json"))
+    # two contacts on one spot
+    doubled = json.loads((_silicon_probe(tmp_path / "ok.json")).read_text())
+    doubled["probes"][0]["contact_positions"][1] = doubled["probes"][0]["contact_positions"][0]
+    (tmp_path / "doubled.json").write_text(json.dumps(doubled))
+    with pytest.raises(ProbeError, match=r"doubled\.json.*positions must be unique"):  # probeinterface says so
+        get_probe(str(tmp_path / "doubled.json"))
+    # contacts scattered with no common rows or columns: a probe, but no image
+    scattered = probeinterface.Probe(ndim=2, si_units="um")
+    scattered.set_contacts(positions=np.random.default_rng(0).uniform(0, 200, size=(16, 2)), shapes="circle",
+                           shape_params={"radius": 5})
+    probeinterface.write_probeinterface(tmp_path / "scattered.json", scattered)
+    assert get_probe(str(tmp_path / "scattered.json")).n_contacts == 16
+    with pytest.raises(ProbeError, match="make no image grid"):
+        probe_grid(str(tmp_path / "scattered.json"))
+    with pytest.raises(ProbeError, match="'NoSuchProbe' is neither a MEAutility probe.*Neuropixels-1.0"):
+        get_probe("NoSuchProbe")
+
+
+def test_eaps_features_and_images_on_a_probe_file_and_neuropixels(bp_templates, tmp_path):
+    """The whole simulation path on probes that are not grids: real EAPs of the BP cell, feature
+    table, images that a CNN takes; the engine's potentials obey the probe's geometry."""
+    path = str(_silicon_probe(tmp_path / "silicon32.json"))
+    for spec, shape in ((path, (32, 2)), ("Neuropixels-1.0", (192, 4))):
+        x_range, y_range, z_range = placement_box(spec)
+        config = EAPConfig(probe=spec, n_eaps=12, rotation="3drot", seed=1, x_range=x_range, y_range=y_range,
+                           z_range=z_range)
+        dataset = simulate_eap_dataset(bp_templates, config, mtype="BP")
+        n_contacts = get_probe(spec).n_contacts
+        assert dataset.eaps.shape == (12, n_contacts, bp_templates.n_samples)
+        table = features.feature_table(dataset, "BP", excitatory=False)
+        images = features.images_from_table(table, spec)
+        assert images.shape == (12, *shape, 2) and np.all(np.isfinite(images))
+        # the largest amplitude sits on the contact nearest the soma
+        nearest = np.argmin(np.linalg.norm(get_probe(spec).positions[None] - dataset.positions[:, None], axis=2),
+                            axis=1)
+        amplitude = table[[f"amp_c{c:03d}" for c in range(n_contacts)]].to_numpy()
+        near = np.linalg.norm(get_probe(spec).positions[np.argmax(amplitude, axis=1)] - dataset.positions, axis=1)
+        assert np.median(near - np.linalg.norm(get_probe(spec).positions[nearest] - dataset.positions, axis=1)) < 30
+    # the medium doubles the potential of the same placements
+    engine = EAPEngine(bp_templates, path, medium="infinite")
+    plane = EAPEngine(bp_templates, path, medium="mea_plane")
+    args = (dataset.rotations[:2] * 0 + np.eye(3), np.array([[20.0, 0, 0], [40.0, 0, 100]]), np.array([0, 1]))
+    assert np.allclose(plane.compute(*args), 2 * engine.compute(*args), rtol=1e-5, atol=1e-4)
