@@ -53,6 +53,10 @@ def test_probe_kinds_media_and_boxes():
     assert placement_box("SqMEA-10-15") == ((10.0, 60.0), (-75.0, 75.0), (-75.0, 75.0))
     (_, _), y, z = placement_box("Neuropixels-1.0")
     assert z[1] - z[0] > 3800 and y[1] - y[0] == 48 + 15  # the whole shank, 7.5 µm beyond its outer contacts
+    # a MEAutility probe outside the plane x = 0 (the tetrode lies in xy) is put in it, so the box is in front of it
+    tetrode = get_probe("tetrode")
+    assert np.allclose(tetrode.positions[:, 0], 0.0) and sorted(np.ptp(tetrode.positions, axis=0)) == [0, 16, 16]
+    assert placement_box("tetrode") == ((10.0, 60.0), (-15.5, 15.5), (-15.5, 15.5))
     neuropixels = get_probe("Neuropixels-1.0").plane_positions
     assert neuropixels.shape == (384, 2) and sorted(np.unique(neuropixels[:, 0]).tolist()) == [-24, -8, 8, 24]
     assert np.allclose(np.unique(np.diff(np.unique(neuropixels[:, 1]))), 20.0)

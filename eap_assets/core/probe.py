@@ -207,8 +207,11 @@ def _named_probe(name: str) -> Probe:
     positions = np.asarray(mea.positions, dtype=float)
     normal = np.asarray(mea.normal, dtype=float).reshape(-1, 3)[0]
     positions.setflags(write=False)
-    return Probe(name=name, positions=positions, normal=normal / np.linalg.norm(normal),
-                 main_axes=np.asarray(mea.main_axes, dtype=float))
+    probe = Probe(name=name, positions=positions, normal=normal / np.linalg.norm(normal),
+                  main_axes=np.asarray(mea.main_axes, dtype=float))
+    if not np.allclose(positions[:, 0], 0.0):  # not in the plane x = 0 (MEAutility's tetrode): put it there
+        return _probe_in_mea_frame(name, probe.plane_positions, "MEAutility")
+    return probe
 
 
 #: Largest (grid cells / contacts) of a layout made an image: a staggered layout has 2, a layout
