@@ -27,7 +27,8 @@ import pandas as pd
 
 from eap_assets import registry
 from eap_assets.core.models import TASKS
-from eap_assets.core.probe import ProbeGeometryError, match_contacts, model_plane_positions
+from eap_assets.core.probe import (ProbeGeometryError, match_contacts, model_plane_positions, unit_windows,
+                                   window_orders)
 from eap_assets.core.recording import to_model_input
 from eap_assets.core.units import Units, annotate_analyzer, read_units, write_answers
 
@@ -54,12 +55,13 @@ def pick_classifier(units: Units, task: str, rotation: str) -> str:
         raise registry.RegistryError(
             f"no unit classifier for rotation {rotation!r} and task {task!r} is registered (with a champion): train "
             f"one with `make run` (the unit_classifier asset; EAP_ASSETS_RECORDING_ROTATIONS sets the rotations)")
-    for name, probe in zip(found["name"], found["probe"]):
-        try:
-            match_contacts(units.positions, probe)
-            return name
-        except ProbeGeometryError:
-            continue
+    for fits in (match_contacts, window_orders):  # the probe itself first, then a window of a longer probe
+        for name, probe in zip(found["name"], found["probe"]):
+            try:
+                fits(units.positions, probe)
+                return name
+            except ProbeGeometryError:
+                continue
     probes = ", ".join(_describe(p) for p in sorted(set(found["probe"])))
     raise ProbeGeometryError(
         f"{units.source}: no registered classifier knows this probe ({len(units.positions)} contacts); classifiers "
@@ -81,8 +83,12 @@ def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict
     """
     classifier = loaded.classifier
     spec = classifier.spec
+    order, windows_ = None, None
     try:
-        order = match_contacts(units.positions, spec.probe)
+        if len(units.positions) == len(model_plane_positions(spec.probe)):
+            order = match_contacts(units.positions, spec.probe)
+        else:  # a longer probe: each unit is read on the window of the model's layout that holds its signal
+            windows_ = window_orders(units.positions, spec.probe)
     except ProbeGeometryError as exc:
         raise ProbeGeometryError(f"{units.source}: model {loaded.name} v{loaded.version} is for probe "
                                  f"{_describe(spec.probe)}: {exc}") from None
@@ -90,15 +96,23 @@ def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict
     frame = pd.DataFrame({"unit_id": units.unit_ids,
                           "error": [units.problems.get(str(u), "") for u in units.unit_ids]})
     if valid.any():
+        templates = units.templates[valid]
+        channels = (np.broadcast_to(order, (len(templates), order.size)) if order is not None
+                    else unit_windows(templates, windows_))
         mapped = {} if mapped is None else mapped
-        key = (spec, order.tobytes())
+        key = (spec, channels.tobytes())
         if key not in mapped:
-            mapped[key] = to_model_input(units.templates[valid][:, order], units.fs_hz, spec, units.filtered)
+            on_model = templates[:, order] if order is not None else np.take_along_axis(
+                templates, channels[:, :, None], axis=1)
+            mapped[key] = to_model_input(on_model, units.fs_hz, spec, units.filtered)
         windows, info = mapped[key]
         answers = classifier.predict(windows, info)
         answers.insert(0, "amplitude_uv", info["peak_to_peak_uv"])
         answers.insert(1, "peak_contact", info["peak_channel"])
-        answers.insert(2, "window_padded", info["padded"])
+        answers.insert(2, "peak_channel", channels[np.arange(len(channels)), info["peak_channel"]])
+        answers.insert(3, "window_padded", info["padded"])
+        if windows_ is not None:
+            answers.insert(4, "window_channels", [",".join(map(str, row)) for row in channels])
         answers.index = np.flatnonzero(valid)
         frame = frame.join(answers)
     frame["model"], frame["version"], frame["alias"] = loaded.name, loaded.version, loaded.alias or ""
@@ -141,8 +155,9 @@ def classify(source, tasks: Sequence[str] = TASKS, rotation: str = "3drot", mode
         One row per unit: ``unit_id``, ``error`` (why a unit could not be classified; empty
         otherwise), ``truth_cell`` when the source knows it, then per task ``<task>_predicted``,
         ``_confidence``, ``_abstained``, ``_ood``, ``_ood_reason``, ``_p_<class>``, ``_model``,
-        ``_version``, ``_alias`` and the mapping's ``_amplitude_uv``, ``_peak_contact``,
-        ``_window_padded``.
+        ``_version``, ``_alias`` and the mapping's ``_amplitude_uv``, ``_peak_contact`` (on the
+        model's probe), ``_peak_channel`` (the input's channel index), ``_window_padded`` and, on a
+        probe longer than the model's, ``_window_channels`` (the input channels the unit was read on).
     """
     log = log or (lambda message: None)
     start = time.perf_counter()

@@ -144,6 +144,44 @@ def test_classify_every_input_kind_gives_the_same_answers(trained, tmp_path):
     assert (from_templates["error"] == "").all() and from_templates["truth_cell"].notna().all()
 
 
+def test_units_on_a_larger_probe_are_read_on_the_window_that_holds_them(trained, tmp_path):
+    """The analyzer's units on an MEA 6 columns wider than the model's (the extra contacts silent): each unit
+    is read on the placement of the model's 10 x 10 layout that holds its signal, the original block, and
+    gets exactly the answers it gets on the model's own probe."""
+    import probeinterface
+    import spikeinterface.full as si
+
+    analyzer_folder = trained.data_path / "crosscheck" / "32000" / "analyzer"
+    from_analyzer = classify(analyzer_folder, data_dir=trained.data_path, write_properties=False)
+    analyzer = si.load_sorting_analyzer(analyzer_folder)
+    templates = analyzer.get_extension("templates").get_data().transpose(0, 2, 1)
+    grid = analyzer.get_channel_locations()
+    xs, ys = np.unique(grid[:, 0]), np.unique(grid[:, 1])
+    extra = np.array([(x, y) for x in np.concatenate([xs.min() - 15.0 * np.arange(3, 0, -1),
+                                                      xs.max() + 15.0 * np.arange(1, 4)]) for y in ys])
+    probe = probeinterface.Probe(ndim=2, si_units="um")
+    probe.set_contacts(positions=np.vstack([grid, extra]), shapes="circle", shape_params={"radius": 5})
+    probeinterface.write_probeinterface(tmp_path / "wide.json", probe)
+    wide = np.concatenate([templates, np.zeros((len(templates), len(extra), templates.shape[2]))], axis=1)
+    np.save(tmp_path / "wide.npy", wide.astype(np.float32))
+    frame = classify(tmp_path / "wide.npy", probe=tmp_path / "wide.json", fs_hz=32000, filtered=True,
+                     data_dir=trained.data_path)
+    assert wide.shape[1] == 160
+    for task in ("binary", "mtype"):
+        assert list(frame[f"{task}_predicted"]) == list(from_analyzer[f"{task}_predicted"])
+        assert np.allclose(frame[f"{task}_confidence"], from_analyzer[f"{task}_confidence"], atol=1e-6)
+        channels = frame[f"{task}_window_channels"].map(lambda text: sorted(int(c) for c in text.split(",")))
+        assert all(c == list(range(100)) for c in channels)  # the original block, for every unit
+        assert (frame[f"{task}_peak_channel"] < 100).all()
+    # the window's silent contacts did not hide a unit: a unit moved onto the extra columns is found there
+    moved = np.zeros_like(wide[:1])
+    moved[0, 100:] = np.tile(templates[0, :10], (6, 1))[:60]
+    np.save(tmp_path / "moved.npy", moved.astype(np.float32))
+    frame = classify(tmp_path / "moved.npy", probe=tmp_path / "wide.json", fs_hz=32000, filtered=True,
+                     data_dir=trained.data_path)
+    assert int(frame.loc[0, "binary_peak_channel"]) >= 100
+
+
 def test_bad_units_are_reported_and_the_others_still_classified(trained, tmp_path):
     analyzer_folder = trained.data_path / "crosscheck" / "32000" / "analyzer"
     import spikeinterface.full as si

@@ -9,7 +9,8 @@ import pytest
 
 from eap_assets.core import features
 from eap_assets.core.eaps import EAPConfig, EAPEngine, simulate_eap_dataset
-from eap_assets.core.probe import (ProbeError, get_probe, placement_box, probe_grid, probe_name)
+from eap_assets.core.probe import (ProbeError, ProbeGeometryError, get_probe, placement_box, probe_grid,
+                                   probe_name)
 from eap_assets.core.stages import eaps_key
 
 
@@ -148,3 +149,30 @@ def test_eaps_features_and_images_on_a_probe_file_and_neuropixels(bp_templates, 
     plane = EAPEngine(bp_templates, path, medium="mea_plane")
     args = (dataset.rotations[:2] * 0 + np.eye(3), np.array([[20.0, 0, 0], [40.0, 0, 100]]), np.array([0, 1]))
     assert np.allclose(plane.compute(*args), 2 * engine.compute(*args), rtol=1e-5, atol=1e-4)
+
+
+def test_a_window_of_a_long_shank_is_the_model_probe_moved_along_it(bp_templates):
+    """A unit on a 384-contact Neuropixels 1.0 shank, read on the window of a 24-contact section
+    (``Neuropixels-24``) that holds most of its signal, is exactly the EAP of the same cell moved
+    by the window's offset under the section itself: what a model trained on the section expects."""
+    from eap_assets.core.probe import unit_windows, window_orders
+
+    shank, section = get_probe("Neuropixels-1.0"), get_probe("Neuropixels-24")
+    orders = window_orders(shank.positions, "Neuropixels-24")
+    assert orders.shape == (90, 24)  # a placement every 2 rows (the stagger's period) along 192 rows
+    rng = np.random.default_rng(4)
+    positions = np.column_stack([rng.uniform(15, 40, 6), rng.uniform(-20, 20, 6), rng.uniform(-1700, 1700, 6)])
+    rotations = np.tile(np.eye(3), (6, 1, 1))
+    spikes = np.zeros(6, dtype=int)
+    full = EAPEngine(bp_templates, "Neuropixels-1.0", dtype=np.float64).compute(rotations, positions, spikes)
+    channels = unit_windows(full, orders)
+    on_section = EAPEngine(bp_templates, "Neuropixels-24", dtype=np.float64)
+    for unit in range(6):
+        offset = shank.positions[channels[unit]] - section.positions
+        assert np.allclose(offset, offset[0], atol=1e-6)  # the window is the section, moved
+        # the window is centred on the unit: its soma is within a row pitch of the window's middle
+        assert abs(positions[unit, 2] - shank.positions[channels[unit], 2].mean()) <= 40
+        moved = on_section.compute(rotations[:1], positions[unit:unit + 1] - offset[0], spikes[:1])[0]
+        assert np.allclose(full[unit, channels[unit]], moved, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ProbeGeometryError, match=r"'SqMEA-10-15' \(100 contacts\) fits nowhere"):
+        window_orders(shank.positions, "SqMEA-10-15")

@@ -412,3 +412,71 @@ def edge_contacts(name: str, tol_um: float = 1.0) -> np.ndarray:
     # distance of every contact to each hull facet (a line a.x + b <= 0 inside)
     distance = np.abs(points @ hull.equations[:, :2].T + hull.equations[:, 2])
     return distance.min(axis=1) <= tol_um
+
+
+#: Orientations tried when a model's layout is looked for inside a larger probe: turns by 0, 90, 180 and
+#: 270 degrees, each also mirrored (probes are drawn axis-aligned; the first orientation that fits is kept).
+_ORIENTATIONS = [np.array([[c, -s], [s, c]]) @ np.diag([1.0, m]) for m in (1.0, -1.0)
+                 for c, s in ((1, 0), (0, 1), (-1, 0), (0, -1))]
+
+
+def window_orders(positions: np.ndarray, probe: str, tol_um: float = 1.0) -> np.ndarray:
+    """Every placement of a (smaller) model probe's layout inside a recording's contacts, by translation.
+
+    A long shank (Neuropixels 1.0: 384 contacts over 3.84 mm) is classified window by window with a
+    model trained on a section of its layout (``Neuropixels-24``: 12 rows of the same staggered
+    columns); each placement is a candidate window for a unit.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (C, 2 or 3)
+        The recording's contact positions, µm, in its channel order.
+    probe : str
+        Probe spec of the model.
+    tol_um : float
+        Largest distance between a placed model contact and its recording contact.
+
+    Returns
+    -------
+    ndarray of int, shape (K, n_model_contacts)
+        ``orders[k, j]``: the recording channel on model contact ``j`` in window ``k``.
+
+    Raises
+    ------
+    ProbeGeometryError
+        If the model's layout fits nowhere in the recording's (in none of the orientations).
+    """
+    from scipy.spatial import cKDTree
+
+    ours = planar_positions(positions, tol_um)
+    model = model_plane_positions(probe)
+    tree = cKDTree(ours)
+    for orientation in _ORIENTATIONS:
+        placed = model @ orientation.T
+        shifts = ours - placed[0]                          # model contact 0 on each recording contact
+        distance, index = tree.query(placed[None] + shifts[:, None])
+        fits = np.all(distance <= tol_um, axis=1)
+        if fits.any():
+            return index[fits].astype(np.int64)
+    raise ProbeGeometryError(f"probe {probe!r} ({len(model)} contacts) fits nowhere among the recording's "
+                             f"{len(ours)} contacts (translated, turned by a multiple of 90 degrees or mirrored)")
+
+
+def unit_windows(templates: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Per unit, the window (a row of :func:`window_orders`) that holds most of its signal.
+
+    Parameters
+    ----------
+    templates : ndarray, shape (U, C, T)
+        Units' templates on the recording's channels.
+    orders : ndarray of int, shape (K, M)
+
+    Returns
+    -------
+    ndarray of int, shape (U, M)
+        The recording channels of each unit's window, in the model's contact order: the window with
+        the largest sum of squared peak-to-peak amplitudes (ties: the first, i.e. nearest the tip).
+    """
+    amplitude = np.ptp(np.asarray(templates, dtype=np.float64), axis=-1) ** 2   # (U, C)
+    energy = amplitude[:, orders].sum(axis=-1)                                   # (U, K)
+    return orders[np.argmax(energy, axis=1)]
