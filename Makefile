@@ -23,7 +23,13 @@ GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 # and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
 CROSSCHECK_ARGS ?=
 
-.PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation crosscheck results-doc bench cells-doc clean
+# `make probes`: one paper-scale `make run` per probe (own data directory and Dagster instance under data/probes/),
+# then the per-probe table docs/probes.md. Neuropixels-24 is a 12-row section of Neuropixels 1.0: its classifiers read
+# the units of a 384-channel Neuropixels 1.0 recording window by window.
+PROBES ?= SqMEA-10-15 Neuronexus-32 Neuropixels-24
+PROBES_ARGS ?= --rotations 3drot
+
+.PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation crosscheck results-doc bench cells-doc probes clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +110,14 @@ bench: compile
 ## regenerate docs/cells.md at paper settings (13 cells, 1.2 s simulations)
 cells-doc: compile
 	$(BIN)/eap-assets cells-table --workers 2 --out docs/cells.md
+
+## per-probe results (docs/probes.md): a paper-scale run per probe in $(PROBES), ~40 min each with 3drot only
+probes: compile
+	for p in $(PROBES); do \
+	  DAGSTER_HOME=$(CURDIR)/data/probes/$$p/.dagster_home $(BIN)/eap-assets run --data-dir data/probes/$$p --probe $$p \
+	    $(PROBES_ARGS) || exit 1; \
+	done
+	$(BIN)/eap-assets probes-report $(addprefix data/probes/,$(PROBES)) --out docs/probes.md
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .dagster_home

@@ -176,3 +176,24 @@ def test_a_window_of_a_long_shank_is_the_model_probe_moved_along_it(bp_templates
         assert np.allclose(full[unit, channels[unit]], moved, rtol=1e-9, atol=1e-9)
     with pytest.raises(ProbeGeometryError, match=r"'SqMEA-10-15' \(100 contacts\) fits nowhere"):
         window_orders(shank.positions, "SqMEA-10-15")
+
+
+def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
+    from eap_assets import cli
+    from eap_assets.core.report import probe_comparison_markdown
+
+    def record(probe, contacts, binary, served):
+        return {"probe": probe, "contacts": contacts, "kind": "mea", "image": "10×10", "rotation": "3drot",
+                "n_eaps": 1000, "contacts_30uv": 6.0, "contacts_10uv": 20.0,
+                "paper": {"binary": {"cnn": binary, "lgbm": binary + 1}, "mtype": {"cnn": 80.0}},
+                "classifier": {"binary": {"kind": "waveform", "accuracy": served, "ece": 0.02}}}
+
+    text, frame = probe_comparison_markdown([record("SqMEA-10-15", 100, 95.0, 97.5),
+                                             record("Neuronexus-32", 32, 90.0, 91.0)])
+    assert list(frame.index) == ["SqMEA-10-15", "Neuronexus-32"]
+    assert frame.loc["Neuronexus-32", "binary: LightGBM (noise-free) %"] == 91.0
+    assert frame.loc["SqMEA-10-15", "binary: unit classifier (realistic) %"] == 97.5
+    assert "mtype: unit classifier (realistic) %" not in frame.columns  # no served m-type classifier in the records
+    assert text.splitlines()[0] == "| probe | SqMEA-10-15 | Neuronexus-32 |"
+    with pytest.raises(FileNotFoundError, match="no training table for 3drot"):
+        cli.main(["probes-report", str(tmp_path), "--out", str(tmp_path / "probes.md")])

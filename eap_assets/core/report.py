@@ -380,3 +380,38 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
         lines.append(f"\n## m-type confusion at {float(rates[0]) / 1000:g} kHz (% of each true type)\n")
         lines.append(_md(confusion.round(1)))
     return "\n".join(lines), pd.DataFrame(records)
+
+
+def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
+    """The per-probe table: how well cell types are told apart on each probe, and how many contacts see a unit.
+
+    Parameters
+    ----------
+    runs : list of dict
+        One per probe (:func:`probe_run_record`): ``probe``, ``contacts``, ``kind``, ``image``,
+        ``rotation``, ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
+        EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
+        ``classifier`` ({task: {"kind", "accuracy", "ece"}}: the served unit classifier on its realistic
+        test split).
+
+    Returns
+    -------
+    (markdown, frame)
+    """
+    rows = []
+    for run in runs:
+        row = {"probe": run["probe"], "contacts": run["contacts"], "kind": run["kind"], "CNN image": run["image"],
+               "rotation": run["rotation"], "EAPs per cell": run["n_eaps"],
+               "contacts ≥ 30 µV": run["contacts_30uv"], "contacts ≥ 10 µV": run["contacts_10uv"]}
+        for task in ("binary", "mtype"):
+            for kind, accuracy in sorted(run["paper"].get(task, {}).items()):
+                row[f"{task}: {KIND_NAMES.get(kind, kind)} (noise-free) %"] = accuracy
+            served = run["classifier"].get(task)
+            if served:
+                row[f"{task}: unit classifier (realistic) %"] = served["accuracy"]
+                row[f"{task}: unit classifier kind"] = served["kind"]
+                row[f"{task}: unit classifier ECE"] = served["ece"]
+        rows.append(row)
+    frame = pd.DataFrame(rows).set_index("probe")
+    text = _md(frame.T.rename_axis("probe"))
+    return text, frame
