@@ -27,12 +27,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
+    from eap_assets.core.probe import get_probe, is_probe_file
     from eap_assets.defs.resources import SimulationSettings
 
+    probe = getattr(args, "probe", "SqMEA-10-15")
+    if is_probe_file(probe):  # the runs' processes may start elsewhere: an absolute path, checked before any work
+        probe = str(Path(probe).expanduser().resolve())
+    get_probe(probe)
     return SimulationSettings(
         data_dir=str(args.data_dir.expanduser().resolve()), preset="quick" if args.quick else "paper",
         model_folders=[str(p.expanduser().resolve()) for p in args.model_folder],
-        n_eaps=getattr(args, "n_eaps", None), probe=getattr(args, "probe", "SqMEA-10-15"),
+        n_eaps=getattr(args, "n_eaps", None), probe=probe,
         medium=getattr(args, "medium", "infinite"), seed=getattr(args, "seed", 0), force=args.force,
         noise_rms_uv=getattr(args, "noise_uv", 0.0), noise_kind=getattr(args, "noise_kind", "white"),
         variants_per_cell=getattr(args, "variants", 0), variant_jitter_deg=getattr(args, "variant_jitter", 5.0))
@@ -358,8 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eap_assets.core.probe import ProbeError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ProbeError as exc:  # a bad --probe: said before any work, without a traceback
+        print(f"eap-assets: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

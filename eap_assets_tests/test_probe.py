@@ -197,3 +197,13 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
     assert text.splitlines()[0] == "| probe | SqMEA-10-15 | Neuronexus-32 |"
     with pytest.raises(FileNotFoundError, match="no training table for 3drot"):
         cli.main(["probes-report", str(tmp_path), "--out", str(tmp_path / "probes.md")])
+
+
+def test_run_refuses_a_bad_probe_before_any_work(tmp_path, capsys):
+    from eap_assets import cli
+
+    (tmp_path / "garbage.json").write_text("{not json")
+    code = cli.main(["run", "--quick", "--probe", str(tmp_path / "garbage.json"), "--data-dir", str(tmp_path / "data")])
+    assert code == 2 and "garbage.json' is not a probeinterface JSON file" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    assert cli.main(["run", "--quick", "--probe", "NoSuchProbe", "--data-dir", str(tmp_path / "data")]) == 2
