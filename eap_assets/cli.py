@@ -207,7 +207,8 @@ def probe_run_record(data_dir: Path, rotation: str = "3drot") -> dict:
             record = json.loads(path.read_text())
             served[task] = {"kind": record["kind"], "accuracy": 100.0 * record["test"]["accuracy"],
                             "ece": record["test"]["ece_after"]}
-    return {"probe": probe.name, "contacts": probe.n_contacts, "kind": probe.kind, "image": image,
+    made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(table_path.stat().st_mtime))
+    return {"probe": probe.name, "contacts": probe.n_contacts, "kind": probe.kind, "image": image, "made": made,
             "rotation": rotation, "n_eaps": int(table.groupby("cell").size().median()),
             "contacts_30uv": float(np.median((amplitude >= 30.0).sum(axis=1))),
             "contacts_10uv": float(np.median((amplitude >= 10.0).sum(axis=1))),
@@ -224,7 +225,8 @@ def cmd_probes_report(args: argparse.Namespace) -> int:
               f"(`--probe P --rotations {args.rotation}`). 'noise-free': the paper family's test accuracy (noise-free, "
               "unfiltered EAPs); 'realistic': the served unit classifier on its realistic test split (recording noise, "
               "band-pass, the probe kind's medium; see README, Models for real recordings). Contacts ≥ X µV: median "
-              "over the training table's EAPs of the contacts whose amplitude (trough to following peak) reaches X.\n\n")
+              "over the training table's EAPs of the contacts whose amplitude (trough to following peak) reaches X. "
+              "'data made': when the training table was written (runs of other dates may be of other commits).\n\n")
     atomic_write_text(args.out, header + text)
     print(f"written {args.out}")
     return 0

@@ -392,7 +392,7 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
         ``rotation``, ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
         EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
         ``classifier`` ({task: {"kind", "accuracy", "ece"}}: the served unit classifier on its realistic
-        test split).
+        test split) and optionally ``made`` (when the data were made).
 
     Returns
     -------
@@ -401,8 +401,8 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
     rows = []
     for run in runs:
         row = {"probe": run["probe"], "contacts": run["contacts"], "kind": run["kind"], "CNN image": run["image"],
-               "rotation": run["rotation"], "EAPs per cell": run["n_eaps"],
-               "contacts ≥ 30 µV": run["contacts_30uv"], "contacts ≥ 10 µV": run["contacts_10uv"]}
+               "rotation": run["rotation"], "EAPs per cell": run["n_eaps"], "data made": run.get("made", "–"),
+               "contacts ≥ 30 µV": f"{run['contacts_30uv']:g}", "contacts ≥ 10 µV": f"{run['contacts_10uv']:g}"}
         for task in ("binary", "mtype"):
             for kind, accuracy in sorted(run["paper"].get(task, {}).items()):
                 row[f"{task}: {KIND_NAMES.get(kind, kind)} (noise-free) %"] = accuracy
@@ -410,7 +410,7 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
             if served:
                 row[f"{task}: unit classifier (realistic) %"] = served["accuracy"]
                 row[f"{task}: unit classifier kind"] = served["kind"]
-                row[f"{task}: unit classifier ECE"] = served["ece"]
+                row[f"{task}: unit classifier ECE"] = f"{served['ece']:.3f}"
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("probe")
     text = _md(frame.T.rename_axis("probe"))
