@@ -111,7 +111,8 @@ bench: compile
 cells-doc: compile
 	$(BIN)/eap-assets cells-table --workers 2 --out docs/cells.md
 
-## per-probe results (docs/probes.md): a paper-scale run per probe in $(PROBES), ~40 min each with 3drot only
+## per-probe results (docs/probes.md): a paper-scale run per probe in $(PROBES), 3drot only (18-22 min each here
+## with the spike templates already simulated; NEURON adds ~3 min on a cold data directory)
 probes: compile
 	for p in $(PROBES); do \
 	  DAGSTER_HOME=$(CURDIR)/data/probes/$$p/.dagster_home $(BIN)/eap-assets run --data-dir data/probes/$$p --probe $$p \

@@ -30,6 +30,9 @@ PEER_CELLS = ("L5_TTPC1_cADpyr232_1", "L5_BP_bAC217_1")
 PACKAGES = ("eap_assets", "numpy", "scipy", "MEArec", "LFPy", "LFPykit", "neuron", "MEAutility", "threadpoolctl",
             "numba")
 
+#: What the benchmarks themselves write: changes there do not make the measured code "uncommitted".
+OUTPUTS = (":!bench/results", ":!docs/benchmarks.md")
+
 
 def template_paths(cells: list[str] | None = None) -> list[Path]:
     """The cached paper-scale spike templates (all, or the named cells); exits with a hint if missing."""
@@ -116,13 +119,10 @@ def machine_info() -> dict:
     return {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _mem_total_gib(),
         "python": sys.version.split()[0], "platform": platform.platform(), "packages": versions, "blas": blas,
-        "git_commit": _git("rev-parse", "--short", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--", ".", *OUTPUTS)),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--", ".", *OUTPUTS)),
         "threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
     }
-
-
-#: What the benchmarks themselves write: changes there do not make the measured code "uncommitted".
-OUTPUTS = (":!bench/results", ":!docs/benchmarks.md")
 
 
 def command_line() -> str:

@@ -7,8 +7,8 @@
 2. A cProfile of :func:`simulate_eap_dataset` over every cell (serially, 3drot,
    ``--n-eaps`` each): the functions with the most own time.  numpy's ufuncs and matrix
    products are not Python functions: their time counts as the calling function's own time
-   (``_log_ratio``: the fused numba pass of the element-wise stage; ``log_term``: numpy's log
-   over it; ``compute_by_spike``: low-rank products; ``_max_peak_to_peak``: the amplitude rule).
+   (``log_ratio``: the fused numba pass of the element-wise stage; ``log_term``: numpy's log
+   over it; ``compute_by_spike``: low-rank products; ``max_peak_to_peak``: the amplitude rule).
 
 Usage::
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets import registry
+from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.models import TASKS
 from eap_assets.core.probe import (ProbeGeometryError, match_contacts, model_plane_positions, unit_windows,
                                    window_orders)
@@ -98,7 +99,7 @@ def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict
     if valid.any():
         templates = units.templates[valid]
         channels = (np.broadcast_to(order, (len(templates), order.size)) if order is not None
-                    else unit_windows(templates, windows_))
+                    else unit_windows(contact_peak_to_peak(templates), windows_))
         mapped = {} if mapped is None else mapped
         key = (spec, channels.tobytes())
         if key not in mapped:

@@ -8,9 +8,10 @@ import probeinterface
 import pytest
 
 from eap_assets.core import features
-from eap_assets.core.eaps import EAPConfig, EAPEngine, simulate_eap_dataset
+from eap_assets.core.eaps import EAPConfig, EAPEngine, contact_peak_to_peak, simulate_eap_dataset
 from eap_assets.core.probe import (ProbeError, ProbeGeometryError, get_probe, placement_box, probe_grid,
                                    probe_name)
+from eap_assets.core.recording import RecordingSpec
 from eap_assets.core.stages import eaps_key
 
 
@@ -66,20 +67,20 @@ def test_probe_kinds_media_and_boxes():
 def test_probe_file_is_read_named_by_its_contacts_and_keys_follow_them(tmp_path):
     path = _silicon_probe(tmp_path / "silicon32.json")
     probe = get_probe(str(path))
-    assert probe.n_contacts == 32 and probe.kind == "shank" and probe.source == str(path)
+    assert probe.n_contacts == 32 and probe.kind == "shank"
     assert probe.name.startswith("silicon32-") and probe_name(str(path)) == probe.name
     assert np.allclose(probe.positions[:, 0], 0.0) and np.allclose(probe.normal, [1, 0, 0])
     assert probe_grid(str(path)).shape == (32, 2)
     # a translated copy of the layout is the same probe (positions are centred) ...
     assert get_probe(str(_silicon_probe(tmp_path / "moved" / "silicon32.json", x_shift=500.0))).name == probe.name
     config = EAPConfig(probe=str(path), n_eaps=5)
-    key = eaps_key(config, "templates-key")
+    key, spec_key = eaps_key(config, "templates-key"), RecordingSpec(probe=str(path)).key()
     # ... a changed layout under the same path is another probe: new name, new artefact keys
     wider = probeinterface.generate_multi_columns_probe(num_columns=2, num_contact_per_column=16, xpitch=30,
                                                         ypitch=25, y_shift_per_column=[0, 12.5])
     probeinterface.write_probeinterface(path, wider)
     assert get_probe(str(path)).name != probe.name
-    assert eaps_key(config, "templates-key") != key
+    assert eaps_key(config, "templates-key") != key and RecordingSpec(probe=str(path)).key() != spec_key
     assert probe_grid(str(path)).shape == (32, 2)
 
 
@@ -88,7 +89,7 @@ def test_bad_probe_files_and_names_are_named_in_the_error(tmp_path):
         get_probe(str(tmp_path / "missing.json"))
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
-    with pytest.raises(ProbeError, match=r"garbage\.json.*is not a probeinterface JSON file"):
+    with pytest.raises(ProbeError, match=r"garbage\.json.*could not be read as a probeinterface probe"):
         get_probe(str(garbage))
     # contacts out of one plane
     bent = probeinterface.Probe(ndim=3, si_units="um")
@@ -147,7 +148,7 @@ def test_eaps_features_and_images_on_a_probe_file_and_neuropixels(bp_templates, 
     # the medium doubles the potential of the same placements
     engine = EAPEngine(bp_templates, path, medium="infinite")
     plane = EAPEngine(bp_templates, path, medium="mea_plane")
-    args = (dataset.rotations[:2] * 0 + np.eye(3), np.array([[20.0, 0, 0], [40.0, 0, 100]]), np.array([0, 1]))
+    args = (np.tile(np.eye(3), (2, 1, 1)), np.array([[20.0, 0, 0], [40.0, 0, 100]]), np.array([0, 1]))
     assert np.allclose(plane.compute(*args), 2 * engine.compute(*args), rtol=1e-5, atol=1e-4)
 
 
@@ -165,7 +166,7 @@ def test_a_window_of_a_long_shank_is_the_model_probe_moved_along_it(bp_templates
     rotations = np.tile(np.eye(3), (6, 1, 1))
     spikes = np.zeros(6, dtype=int)
     full = EAPEngine(bp_templates, "Neuropixels-1.0", dtype=np.float64).compute(rotations, positions, spikes)
-    channels = unit_windows(full, orders)
+    channels = unit_windows(contact_peak_to_peak(full), orders)
     on_section = EAPEngine(bp_templates, "Neuropixels-24", dtype=np.float64)
     for unit in range(6):
         offset = shank.positions[channels[unit]] - section.positions
@@ -204,6 +205,6 @@ def test_run_refuses_a_bad_probe_before_any_work(tmp_path, capsys):
 
     (tmp_path / "garbage.json").write_text("{not json")
     code = cli.main(["run", "--quick", "--probe", str(tmp_path / "garbage.json"), "--data-dir", str(tmp_path / "data")])
-    assert code == 2 and "garbage.json' is not a probeinterface JSON file" in capsys.readouterr().err
+    assert code == 2 and "garbage.json' could not be read as a probeinterface probe" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
     assert cli.main(["run", "--quick", "--probe", "NoSuchProbe", "--data-dir", str(tmp_path / "data")]) == 2

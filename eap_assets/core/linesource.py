@@ -23,8 +23,9 @@ free of cancellation in both cases.  ``a`` and the two coordinates of the contac
 perpendicular to the axis (``r^2`` is their sum of squares) are the contact's homogeneous
 coordinates times a per-segment frame (:class:`SegmentGeometry`), so no difference vectors
 are formed and ``r^2`` is not the difference of two large numbers.  One fused, compiled
-pass (numba) computes the log's argument per (contact, segment) element with no temporaries;
-numpy's vectorised ``log`` follows on the same cache-sized block.  The frame depends on the cell only: for a rotated and moved cell the
+pass (numba, :mod:`eap_assets.core.kernels`) computes the log's argument per (contact,
+segment) element with no temporaries; numpy's vectorised ``log`` follows on the same
+cache-sized block.  The frame depends on the cell only: for a rotated and moved cell the
 contacts are moved into the cell's frame instead (:meth:`SegmentGeometry.to_local`).
 
 Units: µm for distances, S/m for ``sigma``, nA for currents -> mV (x 1000 for µV).
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 #: Potential scale for a probe in an infinite medium, and for contacts on an insulating MEA
@@ -62,34 +62,6 @@ def _perpendicular_frame(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = helper - np.einsum("sk,sk->s", helper, unit)[:, None] * unit
     first /= np.linalg.norm(first, axis=1, keepdims=True)
     return first, np.cross(unit, first)
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def _log_ratio(points: np.ndarray, frame: np.ndarray, half_length: np.ndarray, r2_min: np.ndarray,
-               out: np.ndarray) -> None:
-    """The argument of the log term of every (point, segment) pair, written into ``out`` (N, S).
-
-    See the module docstring for the formula and :class:`SegmentGeometry` for the arrays.
-    Plain IEEE arithmetic (no fast-math: no reassociation, no fused multiply-add contraction),
-    so the bits do not depend on the CPU's vector width; the loop over segments vectorises.
-    """
-    a0, a1, a2, a3 = frame[0, 0], frame[0, 1], frame[0, 2], frame[0, 3]
-    u0, u1, u2, u3 = frame[1, 0], frame[1, 1], frame[1, 2], frame[1, 3]
-    v0, v1, v2, v3 = frame[2, 0], frame[2, 1], frame[2, 2], frame[2, 3]
-    for i in range(points.shape[0]):
-        x, y, z = points[i, 0], points[i, 1], points[i, 2]
-        row = out[i]
-        for s in range(half_length.shape[0]):
-            a = x * a0[s] + y * a1[s] + z * a2[s] + a3[s]      # along the axis from the midpoint
-            u = x * u0[s] + y * u1[s] + z * u2[s] + u3[s]      # two perpendicular coordinates
-            v = x * v0[s] + y * v1[s] + z * v2[s] + v3[s]
-            r2 = max(u * u + v * v, r2_min[s])
-            m = abs(a)
-            h = m - half_length[s]
-            l_ = m + half_length[s]
-            q_l = np.sqrt(l_ * l_ + r2) + l_                  # q(l) + l
-            q_h = np.sqrt(h * h + r2) + abs(h)                 # q(h) + |h|
-            row[s] = q_l * q_h / r2 if h < 0 else q_l / q_h   # h < 0: contact beside the segment
 
 
 @dataclass(frozen=True)
@@ -193,9 +165,9 @@ class SegmentGeometry:
     def log_term(self, points: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The dimensionless log term of every (point, segment) pair.
 
-        One fused pass (:func:`_log_ratio`, compiled by numba) per block of rows computes the
-        log's argument with no temporaries; numpy's vectorised ``log`` then runs over the
-        block while it is still in the cache.
+        One fused pass (:func:`eap_assets.core.kernels.log_ratio`, compiled by numba) per block
+        of rows computes the log's argument with no temporaries; numpy's vectorised ``log`` then
+        runs over the block while it is still in the cache.
 
         Parameters
         ----------
@@ -209,6 +181,8 @@ class SegmentGeometry:
         ndarray, shape (N, S)
             Multiply by :attr:`weight` for the matrix in mV/nA.
         """
+        from eap_assets.core.kernels import log_ratio  # numba loads on first use, not on import
+
         points = np.ascontiguousarray(points, dtype=self.dtype)
         n, n_seg = len(points), self.n_segments
         if out is None:
@@ -216,7 +190,7 @@ class SegmentGeometry:
         rows = max(1, BLOCK_ELEMENTS // n_seg)
         for lo in range(0, n, rows):
             block = out[lo:lo + rows]
-            _log_ratio(points[lo:lo + rows], self.frame, self.half_length, self.r2_min, block)
+            log_ratio(points[lo:lo + rows], self.frame, self.half_length, self.r2_min, block)
             np.log(block, out=block)
         return out
 

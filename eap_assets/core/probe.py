@@ -53,15 +53,12 @@ class Probe:
         Unit normal of the probe plane.
     main_axes : ndarray, shape (2, 3)
         The two in-plane axes of the probe.
-    source : str
-        Where the probe comes from (``MEAutility``, ``probeinterface``, or the file's path).
     """
 
     name: str
     positions: np.ndarray
     normal: np.ndarray
     main_axes: np.ndarray
-    source: str = "MEAutility"
 
     @property
     def n_contacts(self) -> int:
@@ -86,25 +83,17 @@ class Probe:
         return KIND_MEDIA[self.kind]
 
 
-def _probe_in_mea_frame(name: str, plane: np.ndarray, source: str) -> Probe:
+def _probe_in_mea_frame(name: str, plane: np.ndarray) -> Probe:
     """A probe whose contacts lie at ``plane`` (C, 2) on the main axes y and z of the plane x = 0."""
     positions = np.zeros((len(plane), 3))
     positions[:, 1:] = plane
     positions.setflags(write=False)
     return Probe(name=name, positions=positions, normal=np.array([1.0, 0.0, 0.0]),
-                 main_axes=np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), source=source)
+                 main_axes=np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
 
 
-def _check_contacts(plane: np.ndarray, what: str) -> np.ndarray:
-    """Planar contact positions (C, 2) centred on the layout's middle; ProbeError naming ``what``."""
-    if len(plane) == 0:
-        raise ProbeError(f"{what}: the probe has no contacts")
-    rounded = np.round(plane, 3)
-    _, first, counts = np.unique(rounded, axis=0, return_index=True, return_counts=True)
-    if np.any(counts > 1):
-        dup = rounded[first[counts > 1][0]]
-        raise ProbeError(f"{what}: {int(np.sum(counts[counts > 1]))} contacts share positions "
-                         f"(e.g. {dup.tolist()} µm); every contact needs its own place")
+def _centred(plane: np.ndarray) -> np.ndarray:
+    """Planar contact positions (C, 2) moved so that the layout's bounding box is centred on 0."""
     return plane - (plane.min(axis=0) + plane.max(axis=0)) / 2.0
 
 
@@ -114,7 +103,7 @@ def _generated_probe(name: str) -> Probe:
     if name == "Neuropixels-1.0":
         full = build_neuropixels_probe("NP1000")
         plane = np.asarray(full.contact_positions, dtype=float)[:384]  # electrodes 0-383 (bank 0), tip first
-        return _probe_in_mea_frame(name, _check_contacts(plane, name), "probeinterface")
+        return _probe_in_mea_frame(name, _centred(plane))
     raise ProbeError(f"no generator for probe {name!r}")
 
 
@@ -126,7 +115,7 @@ def _file_probe(path: Path) -> Probe:
     try:
         group = probeinterface.read_probeinterface(path)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the file's problem
-        raise ProbeError(f"{what} is not a probeinterface JSON file ({type(exc).__name__}: {exc})") from None
+        raise ProbeError(f"{what} could not be read as a probeinterface probe ({type(exc).__name__}: {exc})") from None
     if len(group.probes) != 1:
         raise ProbeError(f"{what} holds {len(group.probes)} probes; give a file with exactly one")
     positions = np.asarray(group.probes[0].contact_positions, dtype=float)
@@ -134,9 +123,9 @@ def _file_probe(path: Path) -> Probe:
         plane = planar_positions(positions)
     except ProbeGeometryError as exc:
         raise ProbeError(f"{what}: {exc}") from None
-    plane = _check_contacts(plane, what)
+    plane = _centred(plane)  # probeinterface itself refuses an empty probe and two contacts on one spot
     digest = hashlib.sha256(np.round(plane, 3).astype("<f8").tobytes()).hexdigest()[:8]
-    return _probe_in_mea_frame(f"{path.stem}-{digest}", plane, str(path))
+    return _probe_in_mea_frame(f"{path.stem}-{digest}", plane)
 
 
 def is_probe_file(spec: str) -> bool:
@@ -210,7 +199,7 @@ def _named_probe(name: str) -> Probe:
     probe = Probe(name=name, positions=positions, normal=normal / np.linalg.norm(normal),
                   main_axes=np.asarray(mea.main_axes, dtype=float))
     if not np.allclose(positions[:, 0], 0.0):  # not in the plane x = 0 (MEAutility's tetrode): put it there
-        return _probe_in_mea_frame(name, probe.plane_positions, "MEAutility")
+        return _probe_in_mea_frame(name, probe.plane_positions)
     return probe
 
 
@@ -462,21 +451,21 @@ def window_orders(positions: np.ndarray, probe: str, tol_um: float = 1.0) -> np.
                              f"{len(ours)} contacts (translated, turned by a multiple of 90 degrees or mirrored)")
 
 
-def unit_windows(templates: np.ndarray, orders: np.ndarray) -> np.ndarray:
+def unit_windows(amplitude: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """Per unit, the window (a row of :func:`window_orders`) that holds most of its signal.
 
     Parameters
     ----------
-    templates : ndarray, shape (U, C, T)
-        Units' templates on the recording's channels.
+    amplitude : ndarray, shape (U, C)
+        Each unit's peak-to-peak on every recording channel
+        (:func:`eap_assets.core.eaps.contact_peak_to_peak` of its template).
     orders : ndarray of int, shape (K, M)
 
     Returns
     -------
     ndarray of int, shape (U, M)
         The recording channels of each unit's window, in the model's contact order: the window with
-        the largest sum of squared peak-to-peak amplitudes (ties: the first, i.e. nearest the tip).
+        the largest sum of squared amplitudes (ties: the earlier row of ``orders``).
     """
-    amplitude = np.ptp(np.asarray(templates, dtype=np.float64), axis=-1) ** 2   # (U, C)
-    energy = amplitude[:, orders].sum(axis=-1)                                   # (U, K)
+    energy = (np.asarray(amplitude, dtype=np.float64) ** 2)[:, orders].sum(axis=-1)   # (U, K)
     return orders[np.argmax(energy, axis=1)]

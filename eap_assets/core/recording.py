@@ -123,10 +123,12 @@ class RecordingSpec:
         return cls(**values)
 
     def key(self) -> str:
-        """Stable hash of the spec and the mapping code (artefact keys)."""
+        """Stable hash of the spec and the mapping code (artefact keys; a probe file counts by its
+        contacts, :func:`eap_assets.core.probe.probe_name`, not its path)."""
         from eap_assets.core.keys import settings_hash
+        from eap_assets.core.probe import probe_name
 
-        return settings_hash("recording-spec", CODE_VERSION, asdict(self))
+        return settings_hash("recording-spec", CODE_VERSION, {**asdict(self), "probe": probe_name(self.probe)})
 
 
 def _as_waveforms(x: np.ndarray, what: str) -> np.ndarray:

@@ -33,7 +33,7 @@ from eap_assets.core.eaps import EAPConfig, EAPDataset, simulate_eap_dataset
 from eap_assets.core.intracellular import SpikeTemplates, StimulusConfig, simulate_spike_templates
 from eap_assets.core.keys import settings_hash
 from eap_assets.core.noise import NoiseConfig
-from eap_assets.core.probe import is_probe_file, probe_name
+from eap_assets.core.probe import probe_name
 from eap_assets.core.storage import file_lock
 
 Log = Callable[[str], None]
@@ -75,9 +75,7 @@ def templates_key(model: cells.CellModel, stimulus: StimulusConfig) -> str:
 def eaps_key(config: EAPConfig, templates_key_: str) -> str:
     """Key of an EAP dataset: its settings, the code version and the key of its templates (a probe
     file counts by its contacts, :func:`eap_assets.core.probe.probe_name`, not its path)."""
-    if is_probe_file(config.probe):
-        config = replace(config, probe=probe_name(config.probe))
-    return settings_hash(config, eaps.CODE_VERSION, templates_key_)
+    return settings_hash(replace(config, probe=probe_name(config.probe)), eaps.CODE_VERSION, templates_key_)
 
 
 def features_key(eaps_key_: str, noise_key: str | None = None) -> str:
