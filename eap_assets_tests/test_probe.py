@@ -208,3 +208,14 @@ def test_run_refuses_a_bad_probe_before_any_work(tmp_path, capsys):
     assert code == 2 and "garbage.json' could not be read as a probeinterface probe" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
     assert cli.main(["run", "--quick", "--probe", "NoSuchProbe", "--data-dir", str(tmp_path / "data")]) == 2
+
+
+def test_a_window_follows_the_unit_not_the_noise_of_other_channels():
+    """Channels that see only noise count as nothing: a unit on channel 2 of a line of 6 gets the window
+    around it, not the one that adds two more noisy channels (the plain sum of squares would pick [2, 3, 4])."""
+    from eap_assets.core.probe import unit_windows
+
+    orders = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
+    amplitude = np.array([[0.0, 0.0, 10.0, 3.2, 3.0, 3.1]])
+    assert unit_windows(amplitude, orders).tolist() == [[1, 2, 3]]
+    assert orders[np.argmax((amplitude ** 2)[:, orders].sum(axis=-1))].tolist() == [2, 3, 4]

@@ -465,7 +465,10 @@ def unit_windows(amplitude: np.ndarray, orders: np.ndarray) -> np.ndarray:
     -------
     ndarray of int, shape (U, M)
         The recording channels of each unit's window, in the model's contact order: the window with
-        the largest sum of squared amplitudes (ties: the earlier row of ``orders``).
+        the largest sum of squared amplitudes above the unit's noise floor (the median over all
+        channels: most channels of a long probe see only noise, which must not pull the window
+        away from the unit); ties to the earlier row of ``orders``.
     """
-    energy = (np.asarray(amplitude, dtype=np.float64) ** 2)[:, orders].sum(axis=-1)   # (U, K)
-    return orders[np.argmax(energy, axis=1)]
+    power = np.asarray(amplitude, dtype=np.float64) ** 2
+    signal = np.maximum(power - np.median(power, axis=1, keepdims=True), 0.0)
+    return orders[np.argmax(signal[:, orders].sum(axis=-1), axis=1)]
