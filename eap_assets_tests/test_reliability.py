@@ -289,7 +289,8 @@ def test_probe_with_another_contact_count_than_the_model(tiny_registry, tmp_path
         classify_units(units, loaded)
     print(f"\nMESSAGE probe mismatch: {_message(err)}")
     assert _message(err) == ("ProbeGeometryError: units.npy: model paper_lgbm_SqMEA-10-15_reliability_binary v1 is for "
-                             "probe SqMEA-10-15 (100 contacts): the recording has 25 contacts, probe 'SqMEA-10-15' has 100")
+                             "probe SqMEA-10-15 (100 contacts): the recording has 25 contacts, probe 'SqMEA-10-15' has 100: "
+                             "a model reads a recording whose probe holds its whole layout")
     with pytest.raises(ValueError, match=r"units.npy: no units to classify \(an empty sorting\)"):
         Units(source="units.npy", unit_ids=np.arange(0), templates=np.zeros((0, 100, 224)), fs_hz=32000.0,
               positions=model_plane_positions("SqMEA-10-15"), filtered=False)

@@ -439,6 +439,9 @@ def window_orders(positions: np.ndarray, probe: str, tol_um: float = 1.0) -> np.
 
     ours = planar_positions(positions, tol_um)
     model = model_plane_positions(probe)
+    if len(ours) < len(model):
+        raise ProbeGeometryError(f"the recording has {len(ours)} contacts, probe {probe!r} has {len(model)}: "
+                                 "a model reads a recording whose probe holds its whole layout")
     tree = cKDTree(ours)
     for orientation in _ORIENTATIONS:
         placed = model @ orientation.T
