@@ -23,11 +23,13 @@ GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 # and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
 CROSSCHECK_ARGS ?=
 
-# `make probes`: one paper-scale `make run` per probe (own data directory and Dagster instance under data/probes/),
-# then the per-probe table docs/probes.md. Neuropixels-24 is a 12-row section of Neuropixels 1.0: its classifiers read
+# `make probes`: one paper-scale `make run` per probe (own data directory and Dagster instance under data/probes/,
+# models registered in the one registry PROBES_MLFLOW_URI, by default ./data's, next to the MEA models), then the
+# per-probe table data/reports/probes.md, appended to docs/results.md. Neuropixels-24 is a 12-row section of Neuropixels 1.0: its classifiers read
 # the units of a 384-channel Neuropixels 1.0 recording window by window.
 PROBES ?= SqMEA-10-15 Neuronexus-32 Neuropixels-24
 PROBES_ARGS ?= --rotations 3drot
+PROBES_MLFLOW_URI ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db
 
 .PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation crosscheck results-doc bench cells-doc probes clean
 
@@ -98,7 +100,7 @@ crosscheck: compile
 # docs/results.md: the paper comparison and the cross-simulator report of one data directory (one `make run` +
 # `make crosscheck`); docs/generalisation.md: the generalisation report, when `make generalisation` made one there
 results-doc:
-	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md) > docs/results.md
+	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md data/reports/probes.md) > docs/results.md
 	if [ -f data/reports/generalisation.md ]; then cp data/reports/generalisation.md docs/generalisation.md; fi
 
 ## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)
@@ -111,14 +113,16 @@ bench: compile
 cells-doc: compile
 	$(BIN)/eap-assets cells-table --workers 2 --out docs/cells.md
 
-## per-probe results (docs/probes.md): a paper-scale run per probe in $(PROBES), 3drot only (18-22 min each here
-## with the spike templates already simulated; NEURON adds ~3 min on a cold data directory)
+## per-probe results (data/reports/probes.md -> docs/results.md): a paper-scale run per probe in $(PROBES), 3drot
+## only (~20-25 min each here on a cold data directory, NEURON included), models into one registry
 probes: compile
 	for p in $(PROBES); do \
-	  DAGSTER_HOME=$(CURDIR)/data/probes/$$p/.dagster_home $(BIN)/eap-assets run --data-dir data/probes/$$p --probe $$p \
-	    $(PROBES_ARGS) || exit 1; \
+	  EAP_ASSETS_MLFLOW_URI=$(PROBES_MLFLOW_URI) DAGSTER_HOME=$(CURDIR)/data/probes/$$p/.dagster_home \
+	    $(BIN)/eap-assets run --data-dir data/probes/$$p --probe $$p $(PROBES_ARGS) || exit 1; \
 	done
-	$(BIN)/eap-assets probes-report $(addprefix data/probes/,$(PROBES)) --out docs/probes.md
+	$(BIN)/eap-assets probes-report $(addprefix data/probes/,$(PROBES)) --out data/reports/probes.md
+	if [ -f data/reports/paper_comparison.md ]; then $(MAKE) results-doc; \
+	else echo "docs/results.md not rewritten: it starts with a paper run's report (make results)"; fi
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .dagster_home

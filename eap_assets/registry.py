@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -41,7 +42,7 @@ import pandas as pd
 
 from eap_assets.core import features
 from eap_assets.core.models import KINDS, MODEL_KINDS
-from eap_assets.core.probe import get_probe, probe_name
+from eap_assets.core.probe import get_probe, is_probe_file, probe_name
 from eap_assets.core.recording import RecordingSpec
 from eap_assets.core.storage import file_lock
 
@@ -331,12 +332,17 @@ def log_classifier(classifier, name: str, example: np.ndarray, tags: dict[str, o
                                        "calibration": classifier.calibration.to_dict()}, default=float))
         ood = Path(tmp) / "ood.npz"
         np.savez(ood, **classifier.ood.to_arrays())
+        artifacts = {"native": str(native), "serving": str(serving), "ood": str(ood)}
+        if is_probe_file(classifier.spec.probe):  # the model carries its probe: serving must not need the file
+            artifacts["probe"] = str(Path(tmp) / "probe" / Path(classifier.spec.probe).name)
+            Path(artifacts["probe"]).parent.mkdir()
+            shutil.copyfile(classifier.spec.probe, artifacts["probe"])
         signature = infer_signature(example.astype(np.float32), classifier.predict(example))
         requirements = [f"{p}=={package_version(p)}" for p in
                         sorted(set(REQUIREMENTS[classifier.kind]) | {"eap_assets", "mlflow", "pandas"})]
         str_tags = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in tags.items()}
         info = mlflow.pyfunc.log_model(name="model", python_model=ServedClassifier(), signature=signature,
-                                       artifacts={"native": str(native), "serving": str(serving), "ood": str(ood)},
+                                       artifacts=artifacts,
                                        registered_model_name=name, pip_requirements=requirements, tags=str_tags)
     client = mlflow.MlflowClient()
     version = client.get_model_version(name, str(info.registered_model_version))

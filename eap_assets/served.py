@@ -10,6 +10,9 @@ this module from the installed ``eap_assets`` package, a requirement of the logg
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -19,12 +22,29 @@ from eap_assets.core.recording import RecordingSpec
 from eap_assets.registry import FLAVOURS
 
 
+def stable_probe_copy(path: str | Path) -> Path:
+    """A copy of a model's probe file that outlives MLflow's download folder: under the temporary
+    directory, in a folder named by the probe (stem and contact hash), under its own file name (so its
+    probe name is the one the model was trained with)."""
+    from eap_assets.core.probe import probe_name
+    from eap_assets.core.storage import atomic_path
+
+    path = Path(path)
+    copy = Path(tempfile.gettempdir()) / "eap_assets_probes" / probe_name(str(path)) / path.name
+    if not copy.is_file():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(copy) as tmp:
+            shutil.copyfile(path, tmp)
+    return copy
+
+
 class ServedClassifier(mlflow.pyfunc.PythonModel):
     """MLflow ``pyfunc`` of a :class:`~eap_assets.core.classifier.UnitClassifier`.
 
     Artefacts: ``native`` (the fitted model saved in its own MLflow flavour), ``serving.json``
-    (kind, task, classes, input spec, calibration) and ``ood.npz`` (the out-of-distribution
-    reference). ``predict`` takes waveforms already mapped onto the input (N, contacts, samples)
+    (kind, task, classes, input spec, calibration), ``ood.npz`` (the out-of-distribution
+    reference) and, for a model of a probe file, ``probe`` (a copy of the file: the loaded spec
+    points at it, so serving works where the original file is not). ``predict`` takes waveforms already mapped onto the input (N, contacts, samples)
     float32 (:func:`eap_assets.core.recording.to_model_input`) and returns one row per unit:
     ``predicted``, ``confidence``, ``abstained``, ``ood``, ``ood_reason``, ``p_<class>``.
     """
@@ -39,8 +59,11 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
         native = getattr(mlflow, FLAVOURS[meta["kind"]]).load_model(context.artifacts["native"])
         with np.load(context.artifacts["ood"]) as arrays:
             ood = OODReference.from_arrays(dict(arrays))
+        spec = RecordingSpec.from_json(meta["spec"])
+        if "probe" in context.artifacts:
+            spec = replace(spec, probe=str(stable_probe_copy(context.artifacts["probe"])))
         self.classifier = UnitClassifier(kind=meta["kind"], task=meta["task"], model=native, classes=meta["classes"],
-                                         spec=RecordingSpec.from_json(meta["spec"]),
+                                         spec=spec,
                                          calibration=Calibration(**meta["calibration"]), ood=ood)
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002

@@ -28,8 +28,8 @@ import pandas as pd
 from eap_assets import registry
 from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.models import TASKS
-from eap_assets.core.probe import (ProbeGeometryError, match_contacts, model_plane_positions, unit_windows,
-                                   window_orders)
+from eap_assets.core.probe import (ProbeGeometryError, is_probe_file, match_contacts, model_plane_positions,
+                                   unit_windows, window_orders)
 from eap_assets.core.recording import to_model_input
 from eap_assets.core.units import Units, annotate_analyzer, read_units, write_answers
 
@@ -39,6 +39,14 @@ Log = Callable[[str], None]
 def _describe(probe: str) -> str:
     positions = model_plane_positions(probe)
     return f"{probe} ({len(positions)} contacts)"
+
+
+def _model_probe(name: str, probe: str) -> str:
+    """A registered classifier's probe spec (its ``probe`` tag), or, for a probe file that is not where
+    it was at training (another machine, a moved file), the copy the model carries."""
+    if not is_probe_file(probe) or Path(probe).is_file():
+        return probe
+    return registry.load_classifier(name).classifier.spec.probe
 
 
 def pick_classifier(units: Units, task: str, rotation: str) -> str:
@@ -56,6 +64,7 @@ def pick_classifier(units: Units, task: str, rotation: str) -> str:
         raise registry.RegistryError(
             f"no unit classifier for rotation {rotation!r} and task {task!r} is registered (with a champion): train "
             f"one with `make run` (the unit_classifier asset; EAP_ASSETS_RECORDING_ROTATIONS sets the rotations)")
+    found["probe"] = [_model_probe(name, probe) for name, probe in zip(found["name"], found["probe"])]
     for fits in (match_contacts, window_orders):  # the probe itself first, then a window of a longer probe
         for name, probe in zip(found["name"], found["probe"]):
             try:
@@ -66,7 +75,8 @@ def pick_classifier(units: Units, task: str, rotation: str) -> str:
     probes = ", ".join(_describe(p) for p in sorted(set(found["probe"])))
     raise ProbeGeometryError(
         f"{units.source}: no registered classifier knows this probe ({len(units.positions)} contacts); classifiers "
-        f"exist for: {probes}. Train one for your probe with `make run RUN_ARGS=\"--probe <MEAutility name>\"`")
+        f"exist for: {probes}. Train one for your probe with `make run RUN_ARGS=\"--probe <MEAutility name or "
+        f"probeinterface .json file>\"`")
 
 
 def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict | None = None) -> pd.DataFrame:

@@ -187,13 +187,15 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
         return {"probe": probe, "contacts": contacts, "kind": "mea", "image": "10×10", "rotation": "3drot",
                 "n_eaps": 1000, "contacts_30uv": 6.0, "contacts_10uv": 20.0,
                 "paper": {"binary": {"cnn": binary, "lgbm": binary + 1}, "mtype": {"cnn": 80.0}},
-                "classifier": {"binary": {"kind": "waveform", "accuracy": served, "ece": 0.02}}}
+                "classifier": {"binary": {"kind": "waveform", "accuracy": served, "ece": 0.02,
+                                          "kinds": {"cnn": served - 10, "waveform": served}}}}
 
     text, frame = probe_comparison_markdown([record("SqMEA-10-15", 100, 95.0, 97.5),
                                              record("Neuronexus-32", 32, 90.0, 91.0)])
     assert list(frame.index) == ["SqMEA-10-15", "Neuronexus-32"]
     assert frame.loc["Neuronexus-32", "binary: LightGBM (noise-free) %"] == 91.0
     assert frame.loc["SqMEA-10-15", "binary: unit classifier (realistic) %"] == 97.5
+    assert frame.loc["Neuronexus-32", "binary: CNN (realistic) %"] == 81.0  # every kind trained for recordings
     assert "mtype: unit classifier (realistic) %" not in frame.columns  # no served m-type classifier in the records
     assert text.splitlines()[0] == "| probe | SqMEA-10-15 | Neuronexus-32 |"
     with pytest.raises(FileNotFoundError, match="no training table for 3drot"):
@@ -219,3 +221,48 @@ def test_a_window_follows_the_unit_not_the_noise_of_other_channels():
     amplitude = np.array([[0.0, 0.0, 10.0, 3.2, 3.0, 3.1]])
     assert unit_windows(amplitude, orders).tolist() == [[1, 2, 3]]
     assert orders[np.argmax((amplitude ** 2)[:, orders].sum(axis=-1))].tolist() == [2, 3, 4]
+
+
+def test_a_classifier_of_a_probe_file_carries_the_file_into_the_registry(tmp_path):
+    """A unit classifier trained on a probeinterface file is picked and served by geometry after the file
+    is gone (another machine, a moved file): the registered model holds a copy of it."""
+    import mlflow
+
+    from eap_assets import registry
+    from eap_assets.core import models
+    from eap_assets.core.calibration import OODReference
+    from eap_assets.core.classifier import UnitClassifier, kind_input
+    from eap_assets.core.units import Units
+    from eap_assets.serving import classify_units, pick_classifier
+
+    path = _silicon_probe(tmp_path / "probes" / "silicon32.json")
+    name_before = probe_name(str(path))
+    spec = RecordingSpec(probe=str(path))
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(60, 32, spec.n_samples)).astype(np.float32)
+    windows[:, 5, spec.n_samples // 3] -= 80.0  # a trough on one contact, as the mapping aligns them
+    y = np.arange(60) % 2
+    x = kind_input("lgbm", windows, spec)
+    fitted = models.train_lgbm(x, y, x, y, 2, models.LGBMConfig(n_estimators=3, early_stopping_rounds=None), 0,
+                               ["E", "I"]).model
+    ood = OODReference.fit(np.full(60, 80.0), np.zeros(60), np.zeros(32, bool), np.zeros(32 * spec.n_samples),
+                           np.zeros((1, 32 * spec.n_samples)))
+    classifier = UnitClassifier(kind="lgbm", task="binary", model=fitted, classes=["E", "I"], spec=spec, ood=ood)
+    registry.configure(registry.default_tracking_uri(tmp_path / "mlflow"), "probe-file")
+    name = registry.classifier_name(str(path), "3drot", "binary")
+    with mlflow.start_run():
+        version = registry.log_classifier(classifier, name, windows[:2], tags={
+            "kind": registry.CLASSIFIER_KIND, "task": "binary", "rotation": "3drot", "probe": str(path)})
+    registry.promote(name, version.version, 1.0)
+    positions = probeinterface.read_probeinterface(path).probes[0].contact_positions
+    (tmp_path / "probes" / "silicon32.json").unlink()  # the file the model was trained on is gone
+
+    order = rng.permutation(32)  # the recording's channels in another order, the probe moved
+    units = Units(source="units.npy", unit_ids=np.arange(3), templates=windows[:3, order], fs_hz=32000.0,
+                  positions=positions[order] + [300.0, -40.0], filtered=True)
+    assert pick_classifier(units, "binary", "3drot") == name == f"unit_classifier_{name_before}_3drot_binary"
+    loaded = registry.load_classifier(name)
+    assert probe_name(loaded.classifier.spec.probe) == name_before  # the carried copy: same contacts, same name
+    answers = classify_units(units, loaded)
+    assert (answers["error"] == "").all() and answers["predicted"].isin(["E", "I"]).all()
+    assert np.array_equal(answers["peak_channel"], np.flatnonzero(order == 5).repeat(3))

@@ -391,8 +391,10 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
         One per probe (:func:`probe_run_record`): ``probe``, ``contacts``, ``kind``, ``image``,
         ``rotation``, ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
         EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
-        ``classifier`` ({task: {"kind", "accuracy", "ece"}}: the served unit classifier on its realistic
-        test split) and optionally ``made`` (when the data were made).
+        ``classifier`` ({task: {"kind", "accuracy", "ece", "kinds"}}: the served unit classifier on its
+        realistic test split, calibrated; ``kinds``: {kind: test accuracy %} of every model kind trained
+        for recordings, the candidates it was chosen from on validation) and optionally ``made`` (when the
+        data were made).
 
     Returns
     -------
@@ -408,6 +410,8 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
                 row[f"{task}: {KIND_NAMES.get(kind, kind)} (noise-free) %"] = accuracy
             served = run["classifier"].get(task)
             if served:
+                for kind, accuracy in sorted(served.get("kinds", {}).items()):
+                    row[f"{task}: {KIND_NAMES.get(kind, kind)} (realistic) %"] = accuracy
                 row[f"{task}: unit classifier (realistic) %"] = served["accuracy"]
                 row[f"{task}: unit classifier kind"] = served["kind"]
                 row[f"{task}: unit classifier ECE"] = f"{served['ece']:.3f}"
