@@ -44,9 +44,10 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
     Artefacts: ``native`` (the fitted model saved in its own MLflow flavour), ``serving.json``
     (kind, task, classes, input spec, calibration), ``ood.npz`` (the out-of-distribution
     reference) and, for a model of a probe file, ``probe`` (a copy of the file: the loaded spec
-    points at it, so serving works where the original file is not). ``predict`` takes waveforms already mapped onto the input (N, contacts, samples)
-    float32 (:func:`eap_assets.core.recording.to_model_input`) and returns one row per unit:
-    ``predicted``, ``confidence``, ``abstained``, ``ood``, ``ood_reason``, ``p_<class>``.
+    points at it, so serving works where the original file is not). ``predict`` takes waveforms
+    already mapped onto the input (N, contacts, samples) float32
+    (:func:`eap_assets.core.recording.to_model_input`) and returns one row per unit: ``predicted``,
+    ``confidence``, ``abstained``, ``ood``, ``ood_reason``, ``p_<class>``.
     """
 
     classifier = None
