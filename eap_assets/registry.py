@@ -271,6 +271,17 @@ def _model_version(name: str, alias: str = CHAMPION, version: str | None = None)
                             ) from exc
 
 
+def classifier_report(name: str, version: str) -> dict:
+    """The ``unit_classifier`` report (kind, calibration, realistic test split, OOD reference) logged with a
+    served classifier's version, read from the MLflow run that registered it: the figures of *that*
+    version, whichever data directory or run made it (a data directory's own report may describe a
+    challenger, or another directory's run may have registered the champion)."""
+    import mlflow
+
+    mv = _model_version(name, version=str(version))
+    return mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/unit_classifier.json")
+
+
 def version_spec(tags: dict[str, str]) -> RecordingSpec:
     """The input spec a version's tags state (versions logged before specs existed: the paper's)."""
     if "input_spec" in tags:

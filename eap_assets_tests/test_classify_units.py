@@ -82,6 +82,12 @@ def test_a_served_classifier_answers_the_same_in_a_fresh_process(trained, tmp_pa
     assert np.allclose(there.filter(like="p_").to_numpy(), here.filter(like="p_").to_numpy(), atol=1e-6)
 
 
+def _version_tags(name: str, version: str) -> dict[str, str]:
+    import mlflow
+
+    return mlflow.MlflowClient().get_model_version(name, version).tags
+
+
 def test_the_crosscheck_classified_every_mearec_unit_through_spikeinterface(trained):
     import spikeinterface.full as si
 
@@ -94,6 +100,9 @@ def test_the_crosscheck_classified_every_mearec_unit_through_spikeinterface(trai
             assert score["units"] == 2 * len(CELLS) and score["not_classified"] == 0
             assert set(score["evaluation"]["per_cell_type"]) == {"SBC", "UTPC"}
             assert 0 <= score["ece"] <= 1
+            served = registry.classifier_report(score["model"], score["version"])  # the version that answered
+            tags = _version_tags(score["model"], score["version"])
+            assert score["own_test"]["accuracy"] == 100 * served["test"]["accuracy"] == 100 * float(tags["test_accuracy"])
         answers = pd.read_parquet(trained.data_path / "crosscheck" / rate / "answers.parquet")
         assert set(answers["cell"]) == set(CELLS) and answers["binary_predicted"].isin(["E", "I"]).all()
         analyzer = si.load_sorting_analyzer(trained.data_path / "crosscheck" / rate / "analyzer")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from eap_assets import registry
 from eap_assets.core import cells, keys, models, plots
 from eap_assets.core import crosscheck as xc
 from eap_assets.core.evaluation import score_answers
@@ -28,7 +29,7 @@ from eap_assets.core.storage import atomic_path, atomic_write_text
 from eap_assets.defs.cells import cell_model
 from eap_assets.defs.features import paper_cells
 from eap_assets.defs.metadata import figure_metadata, key_metadata, markdown_table
-from eap_assets.defs.recording import classifier_path, unit_classifier
+from eap_assets.defs.recording import unit_classifier
 from eap_assets.defs.resources import SimulationSettings
 from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
 from eap_assets.defs.tags import k8s_op_tags
@@ -188,9 +189,9 @@ def crosscheck(context: dg.AssetExecutionContext, settings: SimulationSettings,
         if f"{task}_predicted" not in answers:
             continue
         score = score_answers(answers, task, answers["mtype"].to_numpy(), ei_of)
-        own = json.loads(classifier_path(settings, crosscheck_settings.rotation, task).read_text())
-        score.update(model=str(answers[f"{task}_model"].iloc[0]), version=str(answers[f"{task}_version"].iloc[0]),
-                     own_test={"accuracy": 100 * own["test"]["accuracy"], "summary": own["test"]["summary"],
+        model, version = str(answers[f"{task}_model"].iloc[0]), str(answers[f"{task}_version"].iloc[0])
+        own = registry.classifier_report(model, version)  # the served version's own test split
+        score.update(model=model, version=version, own_test={"accuracy": 100 * own["test"]["accuracy"], "summary": own["test"]["summary"],
                                "ece": own["test"]["ece_after"], "kind": own["kind"]})
         results[task] = score
         confusion = pd.DataFrame(score["evaluation"]["confusion"]).T
