@@ -25,8 +25,8 @@ CROSSCHECK_ARGS ?=
 
 # `make probes`: one paper-scale `make run` per probe (own data directory and Dagster instance under data/probes/,
 # models registered in the one registry PROBES_MLFLOW_URI, by default ./data's, next to the MEA models), then the
-# per-probe table data/reports/probes.md, appended to docs/results.md. Neuropixels-24 is a 12-row section of Neuropixels 1.0: its classifiers read
-# the units of a 384-channel Neuropixels 1.0 recording window by window.
+# per-probe table data/reports/probes.md, appended to docs/results.md. Neuropixels-24 is a 12-row section of
+# Neuropixels 1.0: its classifiers read the units of a 384-channel Neuropixels 1.0 recording window by window.
 PROBES ?= SqMEA-10-15 Neuronexus-32 Neuropixels-24
 PROBES_ARGS ?= --rotations 3drot
 PROBES_MLFLOW_URI ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db

@@ -207,6 +207,7 @@ def probe_run_record(data_dir: Path, rotation: str = "3drot") -> dict:
             record = json.loads(path.read_text())
             served[task] = {"kind": record["kind"], "accuracy": 100.0 * record["test"]["accuracy"],
                             "ece": record["test"]["ece_after"],
+                            "registered": f"v{record['version']} ({record['alias']})",
                             "kinds": {row["kind"]: 100.0 * row["test accuracy"] for row in record["kinds"]}}
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(table_path.stat().st_mtime))
     return {"probe": probe.name, "contacts": probe.n_contacts, "kind": probe.kind, "image": image, "made": made,
@@ -227,8 +228,8 @@ def cmd_probes_report(args: argparse.Namespace) -> int:
               "'noise-free': the paper family's test accuracy (noise-free, unfiltered EAPs); 'realistic': the models "
               "trained for recordings on their realistic test split (recording noise, band-pass, the probe kind's "
               "medium; see README, Models for real recordings); 'unit classifier': the kind among them best on "
-              "validation, calibrated and registered as the probe's champion. Contacts ≥ X µV: median over the "
-              "training table's EAPs of the contacts whose amplitude (trough to following peak) reaches X. "
+              "validation, calibrated and registered (the version and alias the promotion gate gave it). Contacts "
+              "≥ X µV: median over the training table's EAPs of the contacts whose amplitude (trough to following peak) reaches X. "
               "'data made': when the training table was written (runs of other dates may be of other commits).\n\n")
     atomic_write_text(args.out, header + text)
     print(f"written {args.out}")

@@ -188,6 +188,7 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
                 "n_eaps": 1000, "contacts_30uv": 6.0, "contacts_10uv": 20.0,
                 "paper": {"binary": {"cnn": binary, "lgbm": binary + 1}, "mtype": {"cnn": 80.0}},
                 "classifier": {"binary": {"kind": "waveform", "accuracy": served, "ece": 0.02,
+                                          "registered": "v2 (champion)",
                                           "kinds": {"cnn": served - 10, "waveform": served}}}}
 
     text, frame = probe_comparison_markdown([record("SqMEA-10-15", 100, 95.0, 97.5),
@@ -196,6 +197,7 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
     assert frame.loc["Neuronexus-32", "binary: LightGBM (noise-free) %"] == 91.0
     assert frame.loc["SqMEA-10-15", "binary: unit classifier (realistic) %"] == 97.5
     assert frame.loc["Neuronexus-32", "binary: CNN (realistic) %"] == 81.0  # every kind trained for recordings
+    assert frame.loc["Neuronexus-32", "binary: unit classifier version"] == "v2 (champion)"
     assert "mtype: unit classifier (realistic) %" not in frame.columns  # no served m-type classifier in the records
     assert text.splitlines()[0] == "| probe | SqMEA-10-15 | Neuronexus-32 |"
     with pytest.raises(FileNotFoundError, match="no training table for 3drot"):

@@ -392,7 +392,7 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
         ``rotation``, ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
         EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
         ``classifier`` ({task: {"kind", "accuracy", "ece", "kinds"}}: the served unit classifier on its
-        realistic test split, calibrated; ``kinds``: {kind: test accuracy %} of every model kind trained
+        realistic test split, calibrated; ``registered``: its version and alias; ``kinds``: {kind: test accuracy %} of every model kind trained
         for recordings, the candidates it was chosen from on validation) and optionally ``made`` (when the
         data were made).
 
@@ -414,6 +414,7 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
                     row[f"{task}: {KIND_NAMES.get(kind, kind)} (realistic) %"] = accuracy
                 row[f"{task}: unit classifier (realistic) %"] = served["accuracy"]
                 row[f"{task}: unit classifier kind"] = served["kind"]
+                row[f"{task}: unit classifier version"] = served.get("registered", "–")  # champion or challenger
                 row[f"{task}: unit classifier ECE"] = f"{served['ece']:.3f}"
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("probe")

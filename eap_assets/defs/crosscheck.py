@@ -191,7 +191,8 @@ def crosscheck(context: dg.AssetExecutionContext, settings: SimulationSettings,
         score = score_answers(answers, task, answers["mtype"].to_numpy(), ei_of)
         model, version = str(answers[f"{task}_model"].iloc[0]), str(answers[f"{task}_version"].iloc[0])
         own = registry.classifier_report(model, version)  # the served version's own test split
-        score.update(model=model, version=version, own_test={"accuracy": 100 * own["test"]["accuracy"], "summary": own["test"]["summary"],
+        score.update(model=model, version=version,
+                     own_test={"accuracy": 100 * own["test"]["accuracy"], "summary": own["test"]["summary"],
                                "ece": own["test"]["ece_after"], "kind": own["kind"]})
         results[task] = score
         confusion = pd.DataFrame(score["evaluation"]["confusion"]).T
