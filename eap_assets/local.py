@@ -19,11 +19,19 @@ from eap_assets.core.storage import atomic_write_text
 DEFAULT_HOME = ".dagster_home"
 #: Where a running ``make ui`` says which port its webserver answers on (in the instance folder).
 UI_STATE = "eap_assets_ui.json"
+#: The resources of the instance's last ``make run`` (:mod:`eap_assets.defs.settings`), in the instance folder.
+SETTINGS_FILE = "eap_assets_settings.json"
 
 
 def cpu_count() -> int:
     """Cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def settings_path(home: str | os.PathLike | None = None) -> Path:
+    """The settings file of the instance in ``home`` (default ``$DAGSTER_HOME``)."""
+    folder = home if home is not None else os.environ.get("DAGSTER_HOME", "")
+    return Path(folder).expanduser() / SETTINGS_FILE
 
 
 def local_dagster_yaml(max_runs: int) -> str:

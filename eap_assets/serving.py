@@ -28,8 +28,8 @@ import pandas as pd
 from eap_assets import registry
 from eap_assets.core.eaps import contact_peak_to_peak
 from eap_assets.core.models import TASKS
-from eap_assets.core.probe import (ProbeGeometryError, is_probe_file, match_contacts, model_plane_positions,
-                                   unit_windows, window_orders)
+from eap_assets.core.probe import (KIND_ROTATIONS, ProbeGeometryError, is_probe_file, layout_kind, match_contacts,
+                                   model_plane_positions, planar_positions, unit_windows, window_orders)
 from eap_assets.core.recording import to_model_input
 from eap_assets.core.units import Units, annotate_analyzer, read_units, write_answers
 
@@ -49,8 +49,22 @@ def _model_probe(name: str, probe: str) -> str:
     return registry.load_classifier(name).classifier.spec.probe
 
 
-def pick_classifier(units: Units, task: str, rotation: str) -> str:
-    """The name of the served classifier for ``task`` x ``rotation`` whose probe the units' contacts match.
+def rotation_preference(units: Units) -> list[str]:
+    """The rotation sets to look for a classifier in, best first: the one of the recording's probe kind
+    (``physrot`` on a shank, ``3drot`` on an MEA: :data:`eap_assets.core.probe.KIND_ROTATIONS`), then
+    ``3drot`` (any orientation, so right for any probe)."""
+    try:
+        kind = layout_kind(planar_positions(units.positions))
+    except ProbeGeometryError:
+        kind = "mea"  # matching the contacts says what is wrong with them
+    return list(dict.fromkeys([KIND_ROTATIONS[kind], "3drot"]))
+
+
+def pick_classifier(units: Units, task: str, rotation: str | None = None) -> str:
+    """The name of the served classifier for ``task`` whose probe the units' contacts match.
+
+    ``rotation``: the classifiers of that rotation set only; ``None``: of :func:`rotation_preference`'s
+    sets, the first with a classifier that fits, then any other rotation set.
 
     Raises
     ------
@@ -61,9 +75,15 @@ def pick_classifier(units: Units, task: str, rotation: str) -> str:
     """
     found = registry.registered_classifiers(rotation=rotation, task=task)
     if found.empty:
+        which = f"rotation {rotation!r} and " if rotation else ""
         raise registry.RegistryError(
-            f"no unit classifier for rotation {rotation!r} and task {task!r} is registered (with a champion): train "
-            f"one with `make run` (the unit_classifier asset; EAP_ASSETS_RECORDING_ROTATIONS sets the rotations)")
+            f"no unit classifier for {which}task {task!r} is registered (with a champion): train one with "
+            f"`make run` (the unit_classifier asset; its rotations follow the probe, EAP_ASSETS_RECORDING_ROTATIONS "
+            f"overrides them)")
+    if rotation is None:  # the probe kind's rotation set first, then any orientation, then the rest
+        rank = {r: i for i, r in enumerate(rotation_preference(units))}
+        found = found.assign(rank=[rank.get(r, len(rank)) for r in found["rotation"]]).sort_values(
+            ["rank", "rotation", "name"], kind="stable")
     found["probe"] = [_model_probe(name, probe) for name, probe in zip(found["name"], found["probe"])]
     for fits in (match_contacts, window_orders):  # the probe itself first, then a window of a longer probe
         for name, probe in zip(found["name"], found["probe"]):
@@ -130,7 +150,7 @@ def classify_units(units: Units, loaded: registry.LoadedClassifier, mapped: dict
     return frame
 
 
-def classify(source, tasks: Sequence[str] = TASKS, rotation: str = "3drot", model: str | None = None,
+def classify(source, tasks: Sequence[str] = TASKS, rotation: str | None = None, model: str | None = None,
              alias: str = registry.CHAMPION, version: str | None = None, probe: str | Path | None = None,
              fs_hz: float | None = None, filtered: bool | None = None, tracking_uri: str | None = None,
              data_dir: str | Path = "data", out: str | Path | None = None, write_properties: bool = True,
@@ -143,8 +163,10 @@ def classify(source, tasks: Sequence[str] = TASKS, rotation: str = "3drot", mode
         See :func:`eap_assets.core.units.read_units`.
     tasks : sequence of str
         ``binary`` (E/I) and / or ``mtype`` (the 13 m-types); ignored when ``model`` is given.
-    rotation : str
-        Which orientation set the classifiers were trained on (``3drot``: any orientation).
+    rotation : str, optional
+        The orientation set of the classifiers (``3drot``: any orientation; ``physrot``: cells along a
+        shank). Default: the recording's probe kind's set if a classifier of it fits the probe, else
+        ``3drot``, else any (:func:`pick_classifier`).
     model : str, optional
         A registered model to use instead (a served classifier, or a per-kind ``paper_*`` /
         ``recording_*`` model: then uncalibrated, no OOD reference).

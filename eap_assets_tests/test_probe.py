@@ -49,8 +49,11 @@ def test_layouts_become_images_with_filled_holes(name, shape):
 
 def test_probe_kinds_media_and_boxes():
     assert get_probe("SqMEA-10-15").kind == "mea" and get_probe("SqMEA-10-15").default_medium == "mea_plane"
-    for shank in ("Neuropixels-1.0", "Neuronexus-32"):
-        assert get_probe(shank).kind == "shank" and get_probe(shank).default_medium == "infinite"
+    assert get_probe("SqMEA-10-15").default_rotation == get_probe("tetrode").default_rotation == "3drot"
+    for shank in ("Neuropixels-1.0", "Neuronexus-32", "Neuropixels-24"):
+        probe = get_probe(shank)
+        assert probe.kind == "shank" and probe.default_medium == "infinite" and probe.default_rotation == "physrot"
+        assert np.ptp(probe.positions[:, 2]) > 3 * np.ptp(probe.positions[:, 1])  # long axis z: physrot's polar axis
     # the paper's box comes out of SqMEA-10-15's contacts
     assert placement_box("SqMEA-10-15") == ((10.0, 60.0), (-75.0, 75.0), (-75.0, 75.0))
     (_, _), y, z = placement_box("Neuropixels-1.0")
@@ -82,6 +85,48 @@ def test_probe_file_is_read_named_by_its_contacts_and_keys_follow_them(tmp_path)
     assert get_probe(str(path)).name != probe.name
     assert eaps_key(config, "templates-key") != key and RecordingSpec(probe=str(path)).key() != spec_key
     assert probe_grid(str(path)).shape == (32, 2)
+
+
+def test_a_shank_file_lying_along_x_is_turned_so_that_cells_stand_along_it(tmp_path):
+    """``physrot`` keeps polar cells near z, so a shank must lie along z whatever axis its file uses."""
+    upright = get_probe(str(_silicon_probe(tmp_path / "upright.json")))
+    lying = probeinterface.generate_multi_columns_probe(num_columns=2, num_contact_per_column=16, xpitch=22,
+                                                        ypitch=25, y_shift_per_column=[0, 12.5])
+    lying.set_contacts(positions=lying.contact_positions[:, ::-1])  # the same shank, its long axis along x
+    probeinterface.write_probeinterface(tmp_path / "lying.json", lying)
+    turned = get_probe(str(tmp_path / "lying.json"))
+    assert turned.kind == "shank" and turned.default_rotation == "physrot"
+    assert np.ptp(turned.positions[:, 2]) == pytest.approx(np.ptp(upright.positions[:, 2]))
+    assert np.ptp(turned.positions[:, 1]) == pytest.approx(np.ptp(upright.positions[:, 1]))
+
+
+def test_recording_rotations_follow_the_deployment_probe(tmp_path, monkeypatch):
+    """The models for real recordings are trained on cells along the shank for a shank (physrot) and in
+    any orientation for an MEA (3drot): from the instance's settings file (the last run's probe), the
+    run's probe in the command line, or $EAP_ASSETS_RECORDING_ROTATIONS when set."""
+    from eap_assets import cli
+    from eap_assets.defs.partitions import ENV_RECORDING_ROTATIONS, deployment_probe, recording_rotations
+
+    monkeypatch.delenv(ENV_RECORDING_ROTATIONS, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert deployment_probe(home) == "SqMEA-10-15" and recording_rotations(home=home) == ["3drot"]
+    (home / "eap_assets_settings.json").write_text(json.dumps({"settings": {"probe": "Neuronexus-32"}}))
+    assert deployment_probe(home) == "Neuronexus-32" and recording_rotations(home=home) == ["physrot"]
+    assert recording_rotations("SqMEA-10-15", home) == ["3drot"]
+    (home / "eap_assets_settings.json").write_text(json.dumps({"settings": {"probe": str(tmp_path / "gone.json")}}))
+    with pytest.raises(ProbeError, match=f"follow the probe .*gone.json.* does not exist; set {ENV_RECORDING_ROTATIONS}"):
+        recording_rotations(home=home)
+    monkeypatch.setenv(ENV_RECORDING_ROTATIONS, "3drot,physrot")  # the override wins
+    assert recording_rotations(home=home) == ["3drot", "physrot"]
+    monkeypatch.delenv(ENV_RECORDING_ROTATIONS)
+    # `make run --probe P` launches its runs (and the code location it starts) with P's rotation set, then restores
+    with cli._recording_rotations_of("Neuropixels-24"):
+        assert recording_rotations(home=home) == ["physrot"]
+    assert ENV_RECORDING_ROTATIONS not in __import__("os").environ
+    monkeypatch.setenv(ENV_RECORDING_ROTATIONS, "3drot")
+    with cli._recording_rotations_of("Neuropixels-24"):
+        assert recording_rotations(home=home) == ["3drot"]
 
 
 def test_bad_probe_files_and_names_are_named_in_the_error(tmp_path):
@@ -235,7 +280,7 @@ def test_a_classifier_of_a_probe_file_carries_the_file_into_the_registry(tmp_pat
     from eap_assets.core.calibration import OODReference
     from eap_assets.core.classifier import UnitClassifier, kind_input
     from eap_assets.core.units import Units
-    from eap_assets.serving import classify_units, pick_classifier
+    from eap_assets.serving import classify_units, pick_classifier, rotation_preference
 
     path = _silicon_probe(tmp_path / "probes" / "silicon32.json")
     name_before = probe_name(str(path))
@@ -256,6 +301,10 @@ def test_a_classifier_of_a_probe_file_carries_the_file_into_the_registry(tmp_pat
         version = registry.log_classifier(classifier, name, windows[:2], tags={
             "kind": registry.CLASSIFIER_KIND, "task": "binary", "rotation": "3drot", "probe": str(path)})
     registry.promote(name, version.version, 1.0)
+    physrot = registry.classifier_name(str(path), "physrot", "binary")  # the same, for cells along the shank
+    with mlflow.start_run():
+        physrot_version = registry.log_classifier(classifier, physrot, windows[:2], tags={
+            "kind": registry.CLASSIFIER_KIND, "task": "binary", "rotation": "physrot", "probe": str(path)})
     positions = probeinterface.read_probeinterface(path).probes[0].contact_positions
     (tmp_path / "probes" / "silicon32.json").unlink()  # the file the model was trained on is gone
 
@@ -263,8 +312,16 @@ def test_a_classifier_of_a_probe_file_carries_the_file_into_the_registry(tmp_pat
     units = Units(source="units.npy", unit_ids=np.arange(3), templates=windows[:3, order], fs_hz=32000.0,
                   positions=positions[order] + [300.0, -40.0], filtered=True)
     assert pick_classifier(units, "binary", "3drot") == name == f"unit_classifier_{name_before}_3drot_binary"
+    assert pick_classifier(units, "binary") == name  # on a shank physrot comes first; without one, any orientation
     loaded = registry.load_classifier(name)
     assert probe_name(loaded.classifier.spec.probe) == name_before  # the carried copy: same contacts, same name
     answers = classify_units(units, loaded)
     assert (answers["error"] == "").all() and answers["predicted"].isin(["E", "I"]).all()
     assert np.array_equal(answers["peak_channel"], np.flatnonzero(order == 5).repeat(3))
+
+    # once a champion of the shank's own rotation set (cells along the shank) exists, it comes before the 3drot one
+    registry.promote(physrot, physrot_version.version, 1.0)
+    assert pick_classifier(units, "binary") == physrot and pick_classifier(units, "binary", "3drot") == name
+    mea = Units(source="mea.npy", unit_ids=np.arange(1), templates=np.zeros((1, 100, spec.n_samples)), fs_hz=32000.0,
+                positions=get_probe("SqMEA-10-15").plane_positions, filtered=True)
+    assert rotation_preference(mea) == ["3drot"] and rotation_preference(units) == ["physrot", "3drot"]

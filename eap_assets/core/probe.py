@@ -4,8 +4,9 @@ A probe is named by a *probe spec*: a MEAutility name (``SqMEA-10-15``, ``Neurop
 ``Neuronexus-32``), a probe this module builds with probeinterface (:data:`GENERATED_PROBES`:
 ``Neuropixels-1.0``), or the path of a probeinterface JSON file (``.json``) with one planar
 probe.  Every probe is put in MEAutility's frame: contacts in the plane ``x = 0`` (the normal
-is x), first main axis y, second z, so the EAP placement box, rotations and media mean the
-same for every probe.
+is x), first main axis y, second z (a shank's long axis), so the EAP placement box, rotations
+and media mean the same for every probe.  A probe's kind (MEA or shank) sets the medium and the
+rotation set of the EAPs simulated for it by default (:data:`KIND_MEDIA`, :data:`KIND_ROTATIONS`).
 
 Layouts that are not full grids (staggered columns, e.g. Neuropixels 1.0 or Neuronexus-32)
 become images on the grid of their distinct contact coordinates; a grid cell without a contact
@@ -36,6 +37,19 @@ SHANK_ASPECT = 3.0
 #: Medium of each probe kind by default: a planar MEA is a non-conducting plane under the tissue
 #: (method of images, as MEArec does), a shank sits inside the tissue (infinite medium).
 KIND_MEDIA = {"mea": "mea_plane", "shank": "infinite"}
+#: Rotation set of each probe kind by default (:mod:`eap_assets.core.rotations`): a shank enters the
+#: cortex along the cortical column, so pyramidal, bipolar and Martinotti cells keep their apical axis
+#: near its long axis (``physrot``: tilt <= 15°, any spin; the other m-types any orientation); an MEA
+#: under a slice or a culture has no preferred orientation to a cell (``3drot``).
+KIND_ROTATIONS = {"mea": "3drot", "shank": "physrot"}
+
+
+def layout_kind(plane: np.ndarray) -> str:
+    """``"shank"`` when contacts at ``plane`` (C, 2), µm, span at least :data:`SHANK_ASPECT` times more
+    along one axis than along the other (Neuropixels, Neuronexus), else ``"mea"`` (square MEAs, tetrodes)."""
+    extent = np.ptp(np.asarray(plane, dtype=float), axis=0)
+    short, long = sorted(float(e) for e in extent)
+    return "shank" if long > 0 and long >= SHANK_ASPECT * short else "mea"
 
 
 @dataclass(frozen=True)
@@ -71,16 +85,19 @@ class Probe:
 
     @property
     def kind(self) -> str:
-        """``"shank"`` when the contacts span at least :data:`SHANK_ASPECT` times more along one
-        main axis than along the other (Neuropixels, Neuronexus), else ``"mea"`` (square MEAs)."""
-        extent = np.ptp(self.plane_positions, axis=0)
-        short, long = sorted(float(e) for e in extent)
-        return "shank" if long > 0 and long >= SHANK_ASPECT * short else "mea"
+        """``"shank"`` or ``"mea"`` (:func:`layout_kind` of the contacts on the main axes)."""
+        return layout_kind(self.plane_positions)
 
     @property
     def default_medium(self) -> str:
         """The medium of the probe's kind (:data:`KIND_MEDIA`)."""
         return KIND_MEDIA[self.kind]
+
+    @property
+    def default_rotation(self) -> str:
+        """The rotation set of the probe's kind (:data:`KIND_ROTATIONS`); a shank's long axis is z, the
+        axis ``physrot`` keeps polar cells along."""
+        return KIND_ROTATIONS[self.kind]
 
 
 def _probe_in_mea_frame(name: str, plane: np.ndarray) -> Probe:
@@ -124,6 +141,8 @@ def _file_probe(path: Path) -> Probe:
     except ProbeGeometryError as exc:
         raise ProbeError(f"{what}: {exc}") from None
     plane = _centred(plane)  # probeinterface itself refuses an empty probe and two contacts on one spot
+    if layout_kind(plane) == "shank" and np.ptp(plane[:, 0]) > np.ptp(plane[:, 1]):
+        plane = np.column_stack([plane[:, 1], -plane[:, 0]])  # a shank lying along x: turned so its long axis is z
     digest = hashlib.sha256(np.round(plane, 3).astype("<f8").tobytes()).hexdigest()[:8]
     return _probe_in_mea_frame(f"{path.stem}-{digest}", plane)
 

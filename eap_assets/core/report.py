@@ -389,7 +389,8 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
     ----------
     runs : list of dict
         One per probe (:func:`probe_run_record`): ``probe``, ``contacts``, ``kind``, ``image``,
-        ``rotation``, ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
+        ``rotation`` (of the paper family), ``recording_rotation`` (of the models for recordings; default
+        ``rotation``), ``n_eaps``, ``contacts_30uv`` / ``contacts_10uv`` (median over the paper family's
         EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
         ``classifier`` ({task: {"kind", "accuracy", "ece", "kinds"}}: the served unit classifier on its
         realistic test split, calibrated; ``registered``: its version and alias; ``kinds``: {kind: test accuracy %} of every model kind trained
@@ -403,7 +404,8 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
     rows = []
     for run in runs:
         row = {"probe": run["probe"], "contacts": run["contacts"], "kind": run["kind"], "CNN image": run["image"],
-               "rotation": run["rotation"], "EAPs per cell": run["n_eaps"], "data made": run.get("made", "–"),
+               "rotation (noise-free)": run["rotation"],
+               "rotation (realistic)": run.get("recording_rotation", run["rotation"]), "EAPs per cell": run["n_eaps"], "data made": run.get("made", "–"),
                "contacts ≥ 30 µV": f"{run['contacts_30uv']:g}", "contacts ≥ 10 µV": f"{run['contacts_10uv']:g}"}
         for task in ("binary", "mtype"):
             for kind, accuracy in sorted(run["paper"].get(task, {}).items()):

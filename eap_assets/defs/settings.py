@@ -21,8 +21,8 @@ from eap_assets.defs.crosscheck import CrosscheckSettings
 from eap_assets.defs.generalisation import GeneralisationSettings
 from eap_assets.defs.resources import RecordingSettings, SimulationSettings, default_settings
 from eap_assets.defs.training import TrainingSettings
+from eap_assets.local import settings_path
 
-SETTINGS_FILE = "eap_assets_settings.json"
 #: The configurable resources of a run, by resource key (as in run config and in the file).
 RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
     "settings": SimulationSettings, "training": TrainingSettings, "recording": RecordingSettings,
@@ -34,12 +34,6 @@ RUN_ONLY_FIELDS = {"settings": ("force",)}
 def resource_fields(resource: dg.ConfigurableResource) -> dict:
     """The configured fields of a resource, by name (what run config and the file hold)."""
     return {name: getattr(resource, name) for name in type(resource).model_fields}
-
-
-def settings_path(home: str | os.PathLike | None = None) -> Path:
-    """The settings file of the instance in ``home`` (default ``$DAGSTER_HOME``)."""
-    folder = home if home is not None else os.environ.get("DAGSTER_HOME", "")
-    return Path(folder).expanduser() / SETTINGS_FILE
 
 
 def write_settings(resources: dict[str, dg.ConfigurableResource], home: str | os.PathLike | None = None) -> Path:
