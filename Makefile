@@ -100,7 +100,8 @@ crosscheck: compile
 # docs/results.md: the paper comparison and the cross-simulator report of one data directory (one `make run` +
 # `make crosscheck`); docs/generalisation.md: the generalisation report, when `make generalisation` made one there
 results-doc:
-	cat data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md data/reports/probes.md) > docs/results.md
+	for f in data/reports/paper_comparison.md $(wildcard data/reports/crosscheck.md data/reports/probes.md); do \
+	  cat $$f; echo; done > docs/results.md  # a blank line between the reports
 	if [ -f data/reports/generalisation.md ]; then cp data/reports/generalisation.md docs/generalisation.md; fi
 
 ## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)

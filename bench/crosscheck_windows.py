@@ -9,7 +9,7 @@ infinite medium, so the templates are classified as MEArec writes them and halve
 
 Usage::
 
-    .venv/bin/python bench/crosscheck_windows.py DATA_DIR [--per-cell 10] [--work WORK_DIR]
+    .venv/bin/python bench/crosscheck_windows.py DATA_DIR [--per-cell 10] [--work WORK_DIR] [--rotation 3drot]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("data_dir", help="data directory of a `make run --probe Neuropixels-24` (its registry)")
     parser.add_argument("--per-cell", type=int, default=10, help="MEArec templates per cell model")
     parser.add_argument("--work", type=Path, default=Path("data/crosscheck_windows"))
+    parser.add_argument("--rotation", default="3drot", help="rotation set of the classifiers (default 3drot: the "
+                                                           "MEArec templates are in any orientation)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     out = args.work / f"templates_Neuropixels-128_{args.per_cell}.h5"
@@ -46,7 +48,7 @@ def main() -> None:
     for label, scale in (("as MEArec writes them (x2, MEA convention)", 1.0), ("halved (infinite medium)", 0.5)):
         np.save(args.work / "units.npy", templates * scale)
         frame = classify(args.work / "units.npy", probe="Neuropixels-128", fs_hz=32000, filtered=False,
-                         data_dir=args.data_dir, write_properties=False)
+                         rotation=args.rotation, data_dir=args.data_dir, write_properties=False)
         per_type = (frame["mtype_predicted"] == mtype).groupby(mtype).mean() * 100
         rows.append({"templates": label, "units": len(frame),
                      "binary %": 100 * (frame["binary_predicted"] == ei).mean(),

@@ -203,6 +203,7 @@ def probe_run_record(data_dir: Path, rotation: str = "3drot") -> dict:
 
     from eap_assets.core.features import feature_columns
     from eap_assets.core.probe import ProbeError, get_probe, probe_grid
+    from eap_assets.core.rotations import ROTATION_MODES
     from eap_assets.defs.recording import classifier_path
     from eap_assets.defs.resources import SimulationSettings
     from eap_assets.defs.training import evaluation_path
@@ -235,7 +236,10 @@ def probe_run_record(data_dir: Path, rotation: str = "3drot") -> dict:
             served[task] = {"kind": record["kind"], "accuracy": 100.0 * record["test"]["accuracy"],
                             "ece": record["test"]["ece_after"],
                             "registered": f"v{record['version']} ({record['alias']})",
-                            "kinds": {row["kind"]: 100.0 * row["test accuracy"] for row in record["kinds"]}}
+                            "kinds": {row["kind"]: 100.0 * row["test accuracy"] for row in record["kinds"]},
+                            # every rotation set trained here, side by side (3drot: the same orientations on every probe)
+                            "by_rotation": {r: 100.0 * json.loads(classifier_path(settings, r, task).read_text())[
+                                "test"]["accuracy"] for r in ROTATION_MODES if classifier_path(settings, r, task).is_file()}}
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(table_path.stat().st_mtime))
     return {"probe": probe.name, "contacts": probe.n_contacts, "kind": probe.kind, "image": image, "made": made,
             "rotation": rotation, "recording_rotation": recording_rotation,

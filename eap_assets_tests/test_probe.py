@@ -234,7 +234,9 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
                 "paper": {"binary": {"cnn": binary, "lgbm": binary + 1}, "mtype": {"cnn": 80.0}},
                 "classifier": {"binary": {"kind": "waveform", "accuracy": served, "ece": 0.02,
                                           "registered": "v2 (champion)",
-                                          "kinds": {"cnn": served - 10, "waveform": served}}}}
+                                          "kinds": {"cnn": served - 10, "waveform": served},
+                                          "by_rotation": {"3drot": served - 2, **({"physrot": served} if
+                                                                                   contacts == 32 else {})}}}}
 
     text, frame = probe_comparison_markdown([record("SqMEA-10-15", 100, 95.0, 97.5),
                                              record("Neuronexus-32", 32, 90.0, 91.0)])
@@ -243,6 +245,10 @@ def test_the_per_probe_table_puts_probes_side_by_side(tmp_path):
     assert frame.loc["SqMEA-10-15", "binary: unit classifier (realistic) %"] == 97.5
     assert frame.loc["Neuronexus-32", "binary: CNN (realistic) %"] == 81.0  # every kind trained for recordings
     assert frame.loc["Neuronexus-32", "binary: unit classifier version"] == "v2 (champion)"
+    # every rotation set side by side: the shank's physrot beside the 3drot that every probe has
+    assert frame.loc["Neuronexus-32", "binary: unit classifier on physrot (realistic) %"] == 91.0
+    assert frame.loc["Neuronexus-32", "binary: unit classifier on 3drot (realistic) %"] == 89.0
+    assert np.isnan(frame.loc["SqMEA-10-15", "binary: unit classifier on physrot (realistic) %"])
     assert "mtype: unit classifier (realistic) %" not in frame.columns  # no served m-type classifier in the records
     assert text.splitlines()[0] == "| probe | SqMEA-10-15 | Neuronexus-32 |"
     with pytest.raises(FileNotFoundError, match="no training table for 3drot"):

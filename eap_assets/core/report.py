@@ -394,7 +394,8 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
         EAPs of the contacts with that peak-to-peak), ``paper`` ({task: {kind: accuracy %}}) and
         ``classifier`` ({task: {"kind", "accuracy", "ece", "kinds"}}: the served unit classifier on its
         realistic test split, calibrated; ``registered``: its version and alias; ``kinds``: {kind: test accuracy %} of every model kind trained
-        for recordings, the candidates it was chosen from on validation) and optionally ``made`` (when the
+        for recordings, the candidates it was chosen from on validation; ``by_rotation``: {rotation: test accuracy %}
+        of the unit classifier of every rotation set trained for the probe) and optionally ``made`` (when the
         data were made).
 
     Returns
@@ -418,7 +419,12 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
                 row[f"{task}: unit classifier kind"] = served["kind"]
                 row[f"{task}: unit classifier version"] = served.get("registered", "–")  # champion or challenger
                 row[f"{task}: unit classifier ECE"] = f"{served['ece']:.3f}"
+                for rotation, accuracy in sorted(served.get("by_rotation", {}).items()):
+                    row[f"{task}: unit classifier on {rotation} (realistic) %"] = accuracy
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("probe")
+    # each task's rows together (a row only some probes have, e.g. physrot, would otherwise come last)
+    frame = frame[sorted(frame.columns, key=lambda c: ("binary", "mtype").index(c.split(":")[0]) + 1
+                         if c.split(":")[0] in ("binary", "mtype") else 0)]
     text = _md(frame.T.rename_axis("probe"))
     return text, frame
