@@ -222,24 +222,24 @@ def probe_run_record(data_dir: Path, rotation: str = "3drot") -> dict:
     table = pd.read_parquet(table_path, columns=amp_cols + ["cell"])
     amplitude = table[amp_cols].to_numpy()
     paper_results, served = {}, {}
-    # the models for recordings: of the probe kind's rotation set (physrot on a shank) if trained, else `rotation`'s
+    # the unit classifiers' reports, read once: the probe kind's rotation set (physrot on a shank) is the row
+    # of the models for recordings if trained, else `rotation`'s; every set trained is shown side by side
+    reports = {(r, t): json.loads(classifier_path(settings, r, t).read_text())
+               for r in ROTATION_MODES for t in ("binary", "mtype") if classifier_path(settings, r, t).is_file()}
     recording_rotation = next((r for r in dict.fromkeys([probe.default_rotation, rotation])
-                               if any(classifier_path(settings, r, t).is_file() for t in ("binary", "mtype"))),
-                              probe.default_rotation)
+                               if any(k[0] == r for k in reports)), probe.default_rotation)
     for task in ("binary", "mtype"):
         path = evaluation_path(settings, rotation, task)
         if path.is_file():
             paper_results[task] = {k: v["accuracy"] for k, v in json.loads(path.read_text())["results"].items()}
-        path = classifier_path(settings, recording_rotation, task)
-        if path.is_file():
-            record = json.loads(path.read_text())
+        record = reports.get((recording_rotation, task))
+        if record is not None:
             served[task] = {"kind": record["kind"], "accuracy": 100.0 * record["test"]["accuracy"],
                             "ece": record["test"]["ece_after"],
                             "registered": f"v{record['version']} ({record['alias']})",
                             "kinds": {row["kind"]: 100.0 * row["test accuracy"] for row in record["kinds"]},
-                            # every rotation set trained here, side by side (3drot: the same orientations on every probe)
-                            "by_rotation": {r: 100.0 * json.loads(classifier_path(settings, r, task).read_text())[
-                                "test"]["accuracy"] for r in ROTATION_MODES if classifier_path(settings, r, task).is_file()}}
+                            "by_rotation": {r: 100.0 * rep["test"]["accuracy"] for (r, t), rep in reports.items()
+                                            if t == task}}
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(table_path.stat().st_mtime))
     return {"probe": probe.name, "contacts": probe.n_contacts, "kind": probe.kind, "image": image, "made": made,
             "rotation": rotation, "recording_rotation": recording_rotation,

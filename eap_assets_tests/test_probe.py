@@ -2,6 +2,7 @@
 placement box and medium, and clear errors for probe files that cannot be used."""
 
 import json
+import os
 
 import numpy as np
 import probeinterface
@@ -123,7 +124,7 @@ def test_recording_rotations_follow_the_deployment_probe(tmp_path, monkeypatch):
     # `make run --probe P` launches its runs (and the code location it starts) with P's rotation set, then restores
     with cli._recording_rotations_of("Neuropixels-24"):
         assert recording_rotations(home=home) == ["physrot"]
-    assert ENV_RECORDING_ROTATIONS not in __import__("os").environ
+    assert ENV_RECORDING_ROTATIONS not in os.environ
     monkeypatch.setenv(ENV_RECORDING_ROTATIONS, "3drot")
     with cli._recording_rotations_of("Neuropixels-24"):
         assert recording_rotations(home=home) == ["3drot"]

@@ -424,7 +424,6 @@ def probe_comparison_markdown(runs: list[dict]) -> tuple[str, pd.DataFrame]:
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("probe")
     # each task's rows together (a row only some probes have, e.g. physrot, would otherwise come last)
-    frame = frame[sorted(frame.columns, key=lambda c: ("binary", "mtype").index(c.split(":")[0]) + 1
-                         if c.split(":")[0] in ("binary", "mtype") else 0)]
+    frame = frame[sorted(frame.columns, key=lambda c: {"binary": 1, "mtype": 2}.get(c.split(":")[0], 0))]
     text = _md(frame.T.rename_axis("probe"))
     return text, frame
