@@ -11,6 +11,7 @@ from eap_assets.defs.automation import automation_sensor, with_automation
 from eap_assets.defs.io import npz_io_manager, parquet_io_manager
 from eap_assets.defs.resources import SimulationSettings
 from eap_assets.defs.settings import deployment_resources
+from eap_assets.defs.sources import SOURCE_ASSETS
 from eap_assets.defs.training import MLflowTracking
 
 STAGE_MODULES = [cells, eaps, features, training, report, variants, generalisation, recording, crosscheck]
@@ -54,7 +55,7 @@ def build_definitions(settings: SimulationSettings | None = None, executor: str 
     if settings is not None:
         resources["settings"] = settings
     return dg.Definitions(
-        assets=with_automation(dg.load_assets_from_modules(STAGE_MODULES)),
+        assets=[*with_automation(dg.load_assets_from_modules(STAGE_MODULES)), *SOURCE_ASSETS],
         asset_checks=dg.load_asset_checks_from_modules(STAGE_MODULES),
         jobs=jobs.JOBS,
         sensors=[sensors.new_cell_models, automation_sensor()],

@@ -230,6 +230,17 @@ class LocalDagster:
             raise DagsterError(f"launching the backfill: {result['__typename']}: {result.get('message')}")
         return result["backfillId"]
 
+    def stale_status(self, asset: str, partitions: list[str] | None) -> dict[str | None, str]:
+        """Dagster's stale status (``FRESH``, ``STALE`` or ``MISSING``, as the UI marks it) of ``asset`` at each
+        of ``partitions`` (None: the unpartitioned asset, keyed None)."""
+        found = self.gql(STALE_STATUS, {"key": {"path": [asset]}, "partitions": partitions or [],
+                                        "partitioned": partitions is not None})["assetNodeOrError"]
+        if found["__typename"] != "AssetNode":
+            raise DagsterError(f"asset {asset}: {found['__typename']}: {found.get('message')}")
+        if partitions is None:
+            return {None: found["staleStatus"]}
+        return dict(zip(partitions, found["staleStatusByPartition"]))
+
     def backfill_status(self, backfill_id: str) -> str:
         found = self.gql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         if found["__typename"] != "PartitionBackfill":
@@ -250,6 +261,10 @@ LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionB
   __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } ... on PythonError { message } } }"""
 BACKFILL = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
   ... on PartitionBackfill { status } ... on Error { message } } }"""
+STALE_STATUS = """query($key: AssetKeyInput!, $partitions: [String!], $partitioned: Boolean!) {
+  assetNodeOrError(assetKey: $key) { __typename ... on AssetNode {
+    staleStatus @skip(if: $partitioned) staleStatusByPartition(partitions: $partitions) @include(if: $partitioned) }
+  ... on Error { message } } }"""
 CANCEL_BACKFILL = """mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }"""
 
 

@@ -13,9 +13,15 @@ partitions); they go through the cell and EAP stages only (the training tables a
 Every run is an ordinary Dagster run recorded in the instance, so it shows in the UI with its
 logs, metadata and checks.
 
-A partition is skipped when the instance's latest materialisation of its last asset carries the
-key that the current settings give *and* the artefact on disk still has that key; ``force``
-runs everything (and makes the assets recompute).
+What is up to date is Dagster's call, not this module's: before planning, the run reports the data
+versions of the sources (its settings, the cell model files: :mod:`eap_assets.defs.sources`) that
+changed, then asks the webserver for the stale status of every asset partition of the selection (the
+markers the UI shows: code versions and the data versions of the inputs). A stage partition whose
+assets are all FRESH is skipped; the missing and stale ones are backfilled. Dagster's staleness is
+not transitive (a model is stale once its training table *was* updated), so a run may take a few
+backfills ("waves"): after one, what it made stale is backfilled next. ``force`` runs everything
+once (and makes the assets recompute). Artefacts deleted by hand behind Dagster's back are not
+noticed: ``make clean`` removes the data directory and the instance together.
 """
 
 from __future__ import annotations
@@ -27,23 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from upath import UPath
 
 from eap_assets.core import cells, stages
 from eap_assets.core.mechanisms import MechanismError
-from eap_assets.core.models import KINDS, TASKS
-from eap_assets.defs.features import expected_features_key, training_key
-from eap_assets.defs.eaps import pool_models
-from eap_assets.defs.generalisation import (GeneralisationSettings, generalisation_key, generalisation_result_key,
-                                            pool_cells)
-from eap_assets.defs.io import stored_parquet_key
+from eap_assets.core.models import TASKS
+from eap_assets.defs.crosscheck import CrosscheckSettings, rate_partitions
+from eap_assets.defs.generalisation import GeneralisationSettings
 from eap_assets.defs.partitions import (cell_partitions, cell_rotation_key, recording_rotation_partitions,
                                         rotation_partitions)
-from eap_assets.defs.crosscheck import CrosscheckSettings, rate_partitions, recording_paths, stored_key
-from eap_assets.defs.recording import recording_model_key, training_set_key
 from eap_assets.defs.resources import RecordingSettings, SimulationSettings
 from eap_assets.defs.settings import resource_fields, write_settings
-from eap_assets.defs.training import TrainingSettings, model_key, rotation_task_key
+from eap_assets.defs.sources import observe_sources
+from eap_assets.defs.training import TrainingSettings, rotation_task_key
 from eap_assets.local import BACKFILL_DONE, LocalDagster, ensure_dagster_home
 
 STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation", "crosscheck",
@@ -161,97 +162,29 @@ def _root_cause(error) -> str:
     return f"{error.cls_name}: {message}"  # "StaleInputError: ...", not "eap_assets.core.stages.StaleInputError: ..."
 
 
-def latest_key(instance: dg.DagsterInstance, asset: str, partition: str | None) -> str | None:
-    """The ``key`` metadata of the latest materialisation of an asset partition (None if none)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=None if partition is None else [partition]),
-        limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("key")
-    return value.value if value is not None else None
+#: Backfills one ``make run`` may launch one after the other: Dagster's staleness is not transitive (an asset
+#: is stale when an input *was* updated), so what becomes stale when a wave updated its inputs is the next wave.
+MAX_WAVES = 8
 
 
-class _UpToDate:
-    """Which partitions the instance and the disk show as up to date under ``settings``."""
+class Staleness:
+    """Dagster's answer for the stage partitions of a plan: FRESH, STALE or MISSING per asset partition, asked
+    once per wave of the webserver's GraphQL API (the same stale markers the UI shows)."""
 
-    def __init__(self, instance: dg.DagsterInstance, settings: SimulationSettings, training: TrainingSettings):
-        self.instance, self.settings, self.training, self.data = instance, settings, training, settings.data_path
+    def __init__(self, status: dict[tuple[str, str | None], str] | None = None):
+        self.status = status or {}
 
-    def cell(self, model: cells.CellModel) -> bool:
-        key = stages.templates_key(model, self.settings.stimulus())
-        return (latest_key(self.instance, "cell_model", model.name) == cells.model_hash(model)
-                and latest_key(self.instance, "spike_templates", model.name) == key
-                and stages.stored_key(stages.templates_path(self.data, model.name)) == key)
+    @classmethod
+    def of(cls, local: LocalDagster, targets: dict[str, list[str] | None]) -> "Staleness":
+        status = {}
+        for asset, partitions in targets.items():
+            for partition, value in local.stale_status(asset, partitions).items():
+                status[(asset, partition)] = value
+        return cls(status)
 
-    def eaps(self, model: cells.CellModel, rotation: str) -> bool:
-        key = expected_features_key(self.settings, model, rotation)
-        path = UPath(self.data) / "feature_table" / model.name / f"{rotation}.parquet"
-        partition = str(cell_rotation_key(model.name, rotation))
-        return latest_key(self.instance, "feature_table", partition) == key and stored_parquet_key(path) == key
-
-    def training_key(self, models: Sequence[cells.CellModel], rotation: str) -> str:
-        return training_key(self.settings, {m.name: expected_features_key(self.settings, m, rotation) for m in models})
-
-    def training_tables(self, models: Sequence[cells.CellModel], rotation: str) -> bool:
-        key = self.training_key(models, rotation)
-        path = UPath(self.data) / "training_table" / f"{rotation}.parquet"
-        return (latest_key(self.instance, "training_table", rotation) == key and stored_parquet_key(path) == key
-                and latest_key(self.instance, "hold_out_cell_type", rotation) == model_key("hold_out", key, self.training))
-
-    def models(self, models: Sequence[cells.CellModel], rotation: str, task: str) -> bool:
-        table = self.training_key(models, rotation)
-        partition = str(rotation_task_key(rotation, task))
-        keys = {kind: model_key(kind, table, self.training) for kind in KINDS}
-        return (all(latest_key(self.instance, f"{kind}_model", partition) == key for kind, key in keys.items())
-                and latest_key(self.instance, "evaluation", partition) == model_key("evaluation", table, self.training))
-
-    def recording_eaps(self, model: cells.CellModel, rotation: str, recording: RecordingSettings) -> bool:
-        key = self.recording_eaps_key(model, rotation, recording)
-        folder = stages.eaps_dir(self.data, model.name, rotation, "recording")
-        return (latest_key(self.instance, "recording_eap_dataset", str(cell_rotation_key(model.name, rotation))) == key
-                and stages.stored_key(folder) == key)
-
-    def recording_eaps_key(self, model: cells.CellModel, rotation: str, recording: RecordingSettings) -> str:
-        return stages.eaps_key(recording.eap_config(self.settings, rotation),
-                               stages.templates_key(model, self.settings.stimulus()))
-
-    def recording_set_key(self, models: Sequence[cells.CellModel], rotation: str, recording: RecordingSettings) -> str:
-        return training_set_key(recording.set_config(self.settings).key(),
-                                {m.name: self.recording_eaps_key(m, rotation, recording) for m in models})
-
-    def recording_set(self, models: Sequence[cells.CellModel], rotation: str, recording: RecordingSettings) -> bool:
-        key = self.recording_set_key(models, rotation, recording)
-        path = UPath(self.data) / "recording_training_set" / f"{rotation}.parquet"
-        return latest_key(self.instance, "recording_training_set", rotation) == key and stored_parquet_key(path) == key
-
-    def recording_models(self, models: Sequence[cells.CellModel], rotation: str, task: str,
-                         recording: RecordingSettings) -> bool:
-        table = self.recording_set_key(models, rotation, recording)
-        partition = str(rotation_task_key(rotation, task))
-        return all(latest_key(self.instance, asset, partition) == recording_model_key(kind, table, self.training)
-                   for kind, asset in [*((k, f"recording_{k}_model") for k in KINDS), ("classifier", "unit_classifier")])
-
-    def mearec_templates(self, paper_models: Sequence[cells.CellModel], crosscheck: CrosscheckSettings) -> bool:
-        key = crosscheck.key(list(paper_models), self.settings.probe)
-        path = self.data / "crosscheck" / "templates.json"
-        return latest_key(self.instance, "mearec_templates", None) == key and stored_key(path) == key
-
-    def mearec_recording(self, paper_models: Sequence[cells.CellModel], rate: str,
-                         crosscheck: CrosscheckSettings) -> bool:
-        key = crosscheck.recording_key(crosscheck.key(list(paper_models), self.settings.probe), rate)
-        recording, analyzer, _ = recording_paths(self.settings, rate)
-        return (latest_key(self.instance, "mearec_recording", rate) == key
-                and stored_key(recording.with_suffix(".json")) == key and analyzer.exists())
-
-    def generalisation(self, paper_models: Sequence[cells.CellModel], rotation: str, task: str, config) -> bool:
-        stimulus = self.settings.stimulus()
-        pool = pool_models(self.settings, pool_cells(self.settings, [m.name for m in paper_models]))
-        eaps = {m.name: stages.eaps_key(self.settings.eap_config(rotation), stages.templates_key(m, stimulus))
-                for m in pool}
-        key = generalisation_key(self.training_key(paper_models, rotation), eaps, config, self.training)
-        return (latest_key(self.instance, "generalisation", str(rotation_task_key(rotation, task))) == key
-                and generalisation_result_key(self.settings, rotation, task) == key)
+    def fresh(self, assets: Sequence[str], partition: str | None) -> bool:
+        """Whether every one of ``assets`` is FRESH at ``partition`` (unknown: not fresh)."""
+        return all(self.status.get((a, partition)) == "FRESH" for a in assets)
 
 
 def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | None = None,
@@ -326,16 +259,17 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     rates = rate_partitions.get_partition_keys() if with_crosscheck else []
     run_config = settings_run_config(settings, training, generalisation, recording, crosscheck)
     home = ensure_dagster_home(workers)
+    resources = {"settings": settings, "training": training, "recording": recording, "crosscheck_settings": crosscheck,
+                 "generalisation_settings": generalisation}
     # the UI, its daemon and the automation sensor go on with these settings (eap_assets.defs.settings)
-    write_settings({"settings": settings, "training": training, "recording": recording, "crosscheck_settings": crosscheck,
-                    "generalisation_settings": generalisation}, home)
+    write_settings(resources, home)
     report = RunReport()
     start = time.perf_counter()
-    with _LazyDagster(home, log) as dagster, dg.DagsterInstance.get() as instance:
+    with LocalDagster(home, log=log) as local, dg.DagsterInstance.get() as instance:
         if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
             plan = Plan()
             plan.target("morphology_variants", None)
-            Backfill(dagster, instance, plan, run_config, report, log, "make run: morphology variants").run()
+            Backfill(local, instance, plan, run_config, report, log, "make run: morphology variants").run()
             if report.failed:
                 log(f"morphology_variants FAILED: {report.failed[0].error}; continuing with the variants on disk")
         models, invalid = _scan(settings, cell_names, log)
@@ -351,18 +285,45 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 cells.prepare_mechanisms(models)  # compile once, before the runs start
         except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
             log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
-        up_to_date = _UpToDate(instance, settings, training)
-        plan = _plan(settings, models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates,
-                     stages_, up_to_date, recording, crosscheck, generalisation)
-        for result in plan.settled:
-            report.results.append(result)
-            log(f"{result.job} {result.partition}: "
-                + ("up to date, skipped" if result.status == "skipped" else f"FAILED: {result.error}"))
-        if plan.targets:
-            Backfill(dagster, instance, plan, run_config, report, log, "make run").run()
+        changed = observe_sources(instance, resources, models)  # what these settings and model files are
+        if changed:
+            log("sources changed: " + ", ".join(sorted({o.asset_key.to_user_string() for o in changed})))
+        selection = (models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_)
+        _waves(local, instance, selection, settings.force, run_config, report, log)
     log(f"finished in {time.perf_counter() - start:.0f} s: {report.count('done')} run, "
         f"{report.count('skipped')} up to date, {len(report.failed)} failed")
     return report
+
+
+def _waves(local: LocalDagster, instance: dg.DagsterInstance, selection: tuple, force: bool, run_config: dict,
+           report: RunReport, log: Log) -> None:
+    """Backfill what Dagster shows as missing or stale in the selection, then what that made stale, until
+    everything is fresh (at most :data:`MAX_WAVES` backfills; ``force``: everything, once). A wave with a
+    failure ends the run: what depends on it stays stale, and is said to."""
+    everything = _plan(*selection, staleness=None)
+    report.results.extend(r for r in everything.settled if r.status == "failed")
+    for result in everything.settled:
+        log(f"{result.job} {result.partition}: FAILED: {result.error}")
+    ran: set[tuple[str, str]] = set()  # stage partitions run (job, partition)
+    done: set[tuple[str, str | None]] = set()  # asset partitions targeted
+    plan = everything
+    for wave in range(MAX_WAVES):
+        if not (force and wave == 0):
+            plan = _plan(*selection, staleness=Staleness.of(local, everything.targets))
+            plan.drop(done)  # an asset partition runs once per `make run`
+        if not plan.targets:
+            break
+        title = "make run" if wave == 0 else f"make run (wave {wave + 1}: inputs updated by the previous one)"
+        failed = len(report.failed)
+        Backfill(local, instance, plan, run_config, report, log, title).run()
+        ran |= plan.expected
+        done |= plan.asset_partitions()
+        if len(report.failed) > failed or force:
+            break
+    for result in plan.settled if not force else []:
+        if result.status == "skipped" and (result.job, result.partition) not in ran:
+            report.results.append(result)
+            log(f"{result.job} {result.partition}: up to date, skipped")
 
 
 @functools.cache
@@ -390,6 +351,7 @@ class Plan:
     targets: dict[str, list[str] | None] = field(default_factory=dict)
     settled: list[TaskResult] = field(default_factory=list)
     expected: set[tuple[str, str]] = field(default_factory=set)
+    stages: dict[tuple[str, str], tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
 
     def target(self, asset: str, partition: str | None, *more: str) -> None:
         """Materialise ``asset`` (and ``more`` assets of the same partitioning) at ``partition``."""
@@ -398,7 +360,21 @@ class Plan:
                 self.targets[name] = None
             else:
                 self.targets.setdefault(name, []).append(partition)
-        self.expected.add((_stage_jobs([asset])[0], partition or ""))
+        stage = (_stage_jobs([asset])[0], partition or "")
+        self.expected.add(stage)
+        self.stages[stage] = (partition, (asset, *more))
+
+    def asset_partitions(self) -> set[tuple[str, str | None]]:
+        """Every (asset, partition) targeted."""
+        return {(asset, p) for asset, keys in self.targets.items() for p in (keys if keys is not None else [None])}
+
+    def drop(self, done: set[tuple[str, str | None]]) -> None:
+        """Target no more the asset partitions ``done`` (as in :meth:`asset_partitions`)."""
+        kept = [(partition, [a for a in assets if (a, partition) not in done]) for partition, assets in self.stages.values()]
+        self.targets, self.expected, self.stages = {}, set(), {}
+        for partition, assets in kept:
+            if assets:
+                self.target(assets[0], partition, *assets[1:])
 
     def skip(self, job: str, partition: str) -> None:
         self.settled.append(TaskResult(job, partition, "skipped"))
@@ -407,35 +383,30 @@ class Plan:
         self.settled.append(TaskResult(job, partition, "failed", error=error))
 
 
-def _plan(settings, models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_,
-          up_to_date: "_UpToDate", recording, crosscheck, generalisation) -> Plan:
-    """Which stage partitions to materialise, which are up to date (skipped), which fail without a run (an
+def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_,
+          staleness: Staleness | None) -> Plan:
+    """Which stage partitions to materialise (those of their assets that are not FRESH in Dagster's eyes; all
+    of them when ``staleness`` is None, i.e. forced), which are up to date (skipped), which fail without a run (an
     invalid model folder and what needs every cell of a rotation). Dagster orders the targets by the graph."""
-    plan, force = Plan(), settings.force
+    plan = Plan()
+
+    def stage(job: str, partition: str | None, *assets: str) -> None:
+        due = [a for a in assets if staleness is None or not staleness.fresh([a], partition)]
+        if due:  # only the stage's assets that are not fresh (a new CNN recipe retrains the CNN, not LightGBM)
+            plan.target(due[0], partition, *due[1:])
+        else:
+            plan.skip(job, partition or "")
+
     for name, problem in invalid.items():  # not a valid model folder: fails alone, as a partition would
         plan.fail("cell_models_job", name, f"CellModelError: {problem}")
     broken = sorted(set(invalid) - variant_cells)
     for model in models:
         if "cells" in stages_:
-            if not force and up_to_date.cell(model):
-                plan.skip("cell_models_job", model.name)
-            else:
-                plan.target("cell_model", model.name, "spike_templates")
-        for rotation in rotations:
-            partition = str(cell_rotation_key(model.name, rotation))
-            if "eaps" not in stages_:
-                continue
-            if not force and up_to_date.eaps(model, rotation):
-                plan.skip("eap_datasets_job", partition)
-            else:
-                plan.target("eap_dataset", partition, "feature_table")
-        if model.parent is None:
-            for rotation in recording_rotations:
-                partition = str(cell_rotation_key(model.name, rotation))
-                if not force and up_to_date.recording_eaps(model, rotation, recording):
-                    plan.skip("recording_eaps_job", partition)
-                else:
-                    plan.target("recording_eap_dataset", partition)
+            stage("cell_models_job", model.name, "cell_model", "spike_templates")
+        for rotation in rotations if "eaps" in stages_ else []:
+            stage("eap_datasets_job", str(cell_rotation_key(model.name, rotation)), "eap_dataset", "feature_table")
+        for rotation in recording_rotations if model.parent is None else []:
+            stage("recording_eaps_job", str(cell_rotation_key(model.name, rotation)), "recording_eap_dataset")
     for name in broken:
         for rotation in rotations if "eaps" in stages_ else []:
             plan.fail("eap_datasets_job", str(cell_rotation_key(name, rotation)), f"cell stage of {name} failed")
@@ -443,63 +414,46 @@ def _plan(settings, models, invalid, variant_cells, paper_models, rotations, rec
     for rotation in recording_rotations:
         if broken:
             plan.fail("recording_training_job", rotation, f"recording EAPs failed for {', '.join(broken)}")
-        elif not force and up_to_date.recording_set(paper_models, rotation, recording):
-            plan.skip("recording_training_job", rotation)
         else:
-            plan.target("recording_training_set", rotation, "waveform_basis")
+            stage("recording_training_job", rotation, "recording_training_set", "waveform_basis")
         for task in TASKS:
             partition = str(rotation_task_key(rotation, task))
             if broken:
                 plan.fail("recording_models_job", partition, f"recording training set {rotation} failed")
-            elif not force and up_to_date.recording_models(paper_models, rotation, task, recording):
-                plan.skip("recording_models_job", partition)
             else:
-                plan.target("recording_cnn_model", partition, "recording_lgbm_model", "recording_waveform_model",
-                            "unit_classifier")
+                stage("recording_models_job", partition, "recording_cnn_model", "recording_lgbm_model",
+                      "recording_waveform_model", "unit_classifier")
     for rotation in rotations:
         if "training" in stages_:
             if broken:
                 plan.fail("training_tables_job", rotation, needs_all)
-            elif not force and up_to_date.training_tables(paper_models, rotation):
-                plan.skip("training_tables_job", rotation)
             else:
-                plan.target("training_table", rotation, "hold_out_cell_type")
+                stage("training_tables_job", rotation, "training_table", "hold_out_cell_type")
         for task in TASKS:
             partition = str(rotation_task_key(rotation, task))
             if "models" in stages_:
                 if broken:
                     plan.fail("models_job", partition, f"training table {rotation} failed")
-                elif not force and up_to_date.models(paper_models, rotation, task):
-                    plan.skip("models_job", partition)
                 else:
-                    plan.target("cnn_model", partition, "lgbm_model", "waveform_model", "evaluation")
+                    stage("models_job", partition, "cnn_model", "lgbm_model", "waveform_model", "evaluation")
             if "generalisation" in stages_:
                 if broken:
                     plan.fail("generalisation_job", partition, f"models {partition} failed")
-                elif not force and up_to_date.generalisation(paper_models, rotation, task,
-                                                             generalisation.config(settings)):
-                    plan.skip("generalisation_job", partition)
                 else:
-                    plan.target("generalisation", partition)
+                    stage("generalisation_job", partition, "generalisation")
     if "generalisation" in stages_ and rotations:
-        plan.target("generalisation_report", None)
+        stage("generalisation_report_job", None, "generalisation_report")
     if "report" in stages_ and "models" in stages_ and rotations:
         if broken:
             plan.fail("report_job", "", needs_all)
         else:
-            plan.target("paper_comparison", None)
+            stage("report_job", None, "paper_comparison")
     if rates:
-        if not force and up_to_date.mearec_templates(paper_models, crosscheck):
-            plan.skip("crosscheck_templates_job", "")
-        else:
-            plan.target("mearec_templates", None)
+        stage("crosscheck_templates_job", None, "mearec_templates")
         for rate in rates:
-            if not force and up_to_date.mearec_recording(paper_models, rate, crosscheck):
-                plan.skip("crosscheck_recording_job", rate)
-            else:
-                plan.target("mearec_recording", rate)
-            plan.target("crosscheck", rate)
-        plan.target("crosscheck_report", None)
+            stage("crosscheck_recording_job", rate, "mearec_recording")
+            stage("crosscheck_job", rate, "crosscheck")
+        stage("crosscheck_report_job", None, "crosscheck_report")
     return plan
 
 
@@ -527,36 +481,17 @@ def _over(status: str, runs: Sequence[dg.DagsterRun]) -> bool:
     return status in BACKFILL_DONE and all(r.is_finished for r in runs)
 
 
-class _LazyDagster:
-    """A :class:`~eap_assets.local.LocalDagster` started on first use (nothing to run: nothing started)."""
-
-    def __init__(self, home, log: Log):
-        self.home, self.log, self.local = home, log, None
-
-    def __enter__(self) -> "_LazyDagster":
-        return self
-
-    def get(self) -> LocalDagster:
-        if self.local is None:
-            self.local = LocalDagster(self.home, log=self.log).__enter__()
-        return self.local
-
-    def __exit__(self, *exc) -> None:
-        if self.local is not None:
-            self.local.__exit__(*exc)
-
-
 class Backfill:
     """One asset backfill of a :class:`Plan`'s targets through the instance's run queue, followed run by run;
     Ctrl-C cancels it (its runs in progress are cancelled) and re-raises."""
 
-    def __init__(self, dagster: _LazyDagster, instance: dg.DagsterInstance, plan: Plan, run_config: dict,
+    def __init__(self, local: LocalDagster, instance: dg.DagsterInstance, plan: Plan, run_config: dict,
                  report: RunReport, log: Log, title: str):
-        self.dagster, self.instance, self.plan, self.run_config = dagster, instance, plan, run_config
+        self.local, self.instance, self.plan, self.run_config = local, instance, plan, run_config
         self.report, self.log, self.title = report, log, title
 
     def run(self) -> None:
-        local = self.dagster.get()
+        local = self.local
         backfill_id = local.launch_backfill(self.plan.targets, self.run_config, self.title,
                                             {"eap_assets/launched_by": "make run"})
         n_stage = len(self.plan.expected)

@@ -211,18 +211,39 @@ def test_new_cell_model_sensor_adds_partitions_only(models, tmp_path):
     shutil.copytree(models[INTERNEURON].path, folder / "L5_BP_bAC217_9", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(models[SMALL].path, folder / "L5_SBC_nobio_1", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "L5_SBC_nobio_1" / "biophysics.hoc").unlink()
+    from eap_assets.defs.settings import deployment_resources
+    from eap_assets.defs.sources import SETTINGS_SOURCES
+
     settings = SimulationSettings(model_folders=[str(folder)])
+    resources = {**deployment_resources(tmp_path / "no_home"), "settings": settings}
+
+    def tick(instance):
+        return new_cell_models(dg.build_sensor_context(instance=instance, resources=resources))
+
     with dg.instance_for_test() as instance:
-        result = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        result = tick(instance)
         added = result.dynamic_partitions_requests[0].partition_keys
         assert len(added) == 14 and "L5_BP_bAC217_9" in added and "L5_SBC_nobio_1" not in added
         assert not result.run_requests
+        # it observes the sources: every settings source, and the files of each cell model it adds
+        observed = {(e.asset_key.to_user_string(), e.partition) for e in result.asset_events}
+        assert observed == {*((name, None) for name in SETTINGS_SOURCES), *(("cell_model_files", c) for c in added)}
         instance.add_dynamic_partitions("cell_model", list(added))
-        again = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        for event in result.asset_events:
+            instance.report_runless_asset_event(event)
+        again = tick(instance)
         assert not again.dynamic_partitions_requests and "no new cell models" in again.skip_reason.skip_message
+        # a changed setting, or a changed file of a model, is observed again: its dependents become stale
+        resources["settings"] = SimulationSettings(model_folders=[str(folder)], seed=5)
+        (folder / "L5_BP_bAC217_9" / "biophysics.hoc").write_text(
+            (folder / "L5_BP_bAC217_9" / "biophysics.hoc").read_text() + "\n// edited\n")
+        changed = tick(instance)
+        assert {(e.asset_key.to_user_string(), e.partition) for e in changed.asset_events} == {
+            ("simulation_settings", None), ("variant_settings", None), ("cell_model_files", "L5_BP_bAC217_9")}
+        assert not changed.dynamic_partitions_requests
     with dg.instance_for_test() as instance:  # a deployment of two BBP cells: the other 11 are not added
         instance.add_dynamic_partitions("cell_model", [SMALL, PYRAMID])
-        result = new_cell_models(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        result = tick(instance)
         assert list(result.dynamic_partitions_requests[0].partition_keys) == ["L5_BP_bAC217_9"]
 
 
@@ -298,8 +319,13 @@ def test_weekly_retraining_only_when_the_training_table_changed(tmp_path, monkey
 def test_definitions_load_and_validate(tmp_path):
     from eap_assets.definitions import defs
 
+    from eap_assets.defs.sources import SETTINGS_SOURCES
+
     graph_ = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph_.get_all_asset_keys()} == {
+    sources = {k.to_user_string() for k in graph_.get_all_asset_keys() if graph_.get(k).is_external}
+    assert sources == {"cell_model_files", *SETTINGS_SOURCES}  # no dependency on an undefined asset
+    assert all(graph_.get(dg.AssetKey(s)).is_observable for s in sources)
+    assert {k.to_user_string() for k in graph_.get_all_asset_keys()} - sources == {
         "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
         "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "morphology_variants",
         "generalisation", "generalisation_report", "recording_eap_dataset", "recording_training_set", "waveform_basis",
@@ -307,17 +333,23 @@ def test_definitions_load_and_validate(tmp_path):
         "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
                for k in graph_.get_all_asset_keys()}
-    assert parents["spike_templates"] == {"cell_model"} and parents["eap_dataset"] == {"spike_templates"}
-    assert parents["feature_table"] == {"eap_dataset"} and parents["training_table"] == {"feature_table"}
-    assert parents["cnn_model"] == {"training_table"} and parents["evaluation"] == {"training_table", "cnn_model",
-                                                                                      "lgbm_model", "waveform_model"}
-    assert parents["generalisation"] == {"training_table", "evaluation", "eap_dataset"}
+    assert parents["cell_model"] == {"cell_model_files"}
+    assert parents["spike_templates"] == {"cell_model", "stimulus_settings"}
+    assert parents["eap_dataset"] == {"spike_templates", "simulation_settings"}
+    assert parents["feature_table"] == {"eap_dataset", "simulation_settings"}
+    assert parents["training_table"] == {"feature_table", "simulation_settings"}
+    assert parents["cnn_model"] == {"training_table", "cnn_recipe"}
+    assert parents["lgbm_model"] == parents["hold_out_cell_type"] == {"training_table", "lgbm_recipe"}
+    assert parents["evaluation"] == {"training_table", "cnn_model", "lgbm_model", "waveform_model"}
+    assert parents["generalisation"] == {"training_table", "evaluation", "eap_dataset", "generalisation_settings",
+                                         "variant_settings"}
     assert parents["generalisation_report"] == {"generalisation"}
-    assert parents["recording_eap_dataset"] == {"spike_templates"}
-    assert parents["recording_training_set"] == parents["waveform_basis"] == {"recording_eap_dataset"}
+    assert parents["recording_eap_dataset"] == {"spike_templates", "simulation_settings", "recording_settings"}
+    assert parents["recording_training_set"] == parents["waveform_basis"] == {
+        "recording_eap_dataset", "simulation_settings", "recording_settings"}
     assert parents["unit_classifier"] == {"recording_training_set", "waveform_basis", "recording_cnn_model",
-                                          "recording_lgbm_model", "recording_waveform_model"}
-    assert parents["crosscheck"] == {"mearec_recording", "unit_classifier"}
+                                          "recording_lgbm_model", "recording_waveform_model", "recording_settings"}
+    assert parents["crosscheck"] == {"mearec_recording", "unit_classifier", "crosscheck_settings"}
     eap_partitions = graph_.get(dg.AssetKey("eap_dataset")).partitions_def
     assert [d.name for d in eap_partitions.partitions_defs] == ["cell", "rotation"]
     assert len(graph_.asset_check_keys) == 14  # the EAP dataset checks for both families
@@ -593,3 +625,28 @@ def _automation_runs() -> list[dict]:
                  "partition": r.tags.get("dagster/partition", ""), "status": r.status.value}
                 for r in instance.get_runs() if r.tags.get("dagster/from_automation_condition") == "true"
                 or r.tags.get("dagster/sensor_name") == "automation"]
+
+
+def test_settings_sources_cover_every_setting_and_survive_the_settings_file(tmp_path):
+    """Each simulation setting is covered by a settings source (or decides no artefact's content), and the
+    versions a `make run` reports equal those the code location computes from the settings file it wrote
+    (else the sensor would see every setting as changed and the automation would redo everything)."""
+    from eap_assets.defs import sources
+    from eap_assets.defs.settings import deployment_resources, write_settings
+
+    covered = {*sources.STIMULUS_FIELDS, *sources.SIMULATION_FIELDS, *sources.VARIANT_FIELDS, *sources.NOT_CONTENT}
+    assert covered == set(SimulationSettings.model_fields)
+    run = {**deployment_resources(tmp_path / "none"),
+           "settings": SimulationSettings(data_dir=str(tmp_path / "data"), preset="quick", n_eaps=12, seed=3,
+                                          noise_rms_uv=5.0, noise_band_hz=[300.0, 5000.0]),
+           "training": TRAINING}
+    write_settings(run, tmp_path / "home")
+    assert sources.settings_versions(deployment_resources(tmp_path / "home")) == sources.settings_versions(run)
+    # a setting changes exactly the sources that cover it
+    before = sources.settings_versions(run)
+    after = sources.settings_versions({**run, "training": TRAINING.model_copy(update={"cnn_steps": 7})})
+    assert {k for k in before if before[k] != after[k]} == {"cnn_recipe"}
+    after = sources.settings_versions({**run, "training": TRAINING.model_copy(update={"lgbm_n_estimators": 7})})
+    assert {k for k in before if before[k] != after[k]} == {"lgbm_recipe", "waveform_recipe"}  # its classifier
+    moved = sources.settings_versions({**run, "settings": run["settings"].model_copy(update={"data_dir": "elsewhere"})})
+    assert all(moved[k] != before[k] for k in before)  # another data directory: nothing there is up to date

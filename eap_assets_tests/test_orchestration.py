@@ -16,10 +16,11 @@ SMALL = "L5_SBC_bNAC219_1"
 PYRAMID = "L5_UTPC_cADpyr232_1"
 
 
-def _run(data: Path, home: Path) -> subprocess.Popen:
+def _run(data: Path, home: Path, *more: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "eap-assets"), "run", "--quick", "--cells", f"{SMALL},{PYRAMID}",
-         "--rotations", "norot,3drot", "--n-eaps", "10", "--data-dir", str(data), "--stages", "cells,eaps,training"],
+         "--rotations", "norot,3drot", "--n-eaps", "10", "--data-dir", str(data), "--stages", "cells,eaps,training",
+         *more],
         cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
 
@@ -61,3 +62,25 @@ def test_an_interrupted_run_is_cancelled_and_a_rerun_materialises_only_what_is_m
     assert len(ran) + len(skipped) == 2 + 4 + 2
     with dg.DagsterInstance.get() as instance:
         assert len({r.tags["dagster/backfill"] for r in instance.get_runs()}) == 2  # one backfill per `make run`
+
+    # Dagster's staleness decides: a new CNN recipe makes the CNNs stale (not LightGBM, not the waveform model);
+    # once they are retrained, their evaluation is stale, and a second backfill of the same run follows
+    models = ("--stages", "cells,eaps,training,models", "--rotations", "norot", "--cnn-steps", "20")
+    third = _run(data, home, *models)
+    out, _ = third.communicate(timeout=900)
+    assert third.returncode == 0, out[-3000:]
+    fourth = _run(data, home, *models[:-1], "30")
+    out, _ = fourth.communicate(timeout=900)
+    assert fourth.returncode == 0, out[-3000:]
+    assert "sources changed: cnn_recipe" in out, out[-3000:]
+    with dg.DagsterInstance.get() as instance:
+        runs = sorted(instance.get_runs(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+        backfills = list(dict.fromkeys(r.tags["dagster/backfill"] for r in runs))
+        assert len(backfills) == 2 + 1 + 2, backfills  # the fourth run: two waves
+        last = [r for r in runs if r.tags["dagster/backfill"] in backfills[-2:]]
+        waves = [sorted({(k.to_user_string(), r.tags["dagster/partition"]) for r in last
+                         if r.tags["dagster/backfill"] == b for k in r.asset_selection}) for b in backfills[-2:]]
+        assert waves == [[("cnn_model", "norot|binary"), ("cnn_model", "norot|mtype")],
+                         [("evaluation", "norot|binary"), ("evaluation", "norot|mtype")]], waves
+    summary = json.loads((data / "summary.json").read_text())
+    assert {(r["job"], r["status"]) for r in summary if r["partition"] == "norot"} == {("training_tables_job", "skipped")}

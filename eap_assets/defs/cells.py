@@ -12,10 +12,12 @@ from eap_assets.core.storage import atomic_path
 from eap_assets.defs.metadata import figure_metadata, key_metadata
 from eap_assets.defs.partitions import cell_partitions
 from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.sources import CELL_MODEL_FILES
 from eap_assets.defs.tags import k8s_op_tags
 
 
-@dg.asset(partitions_def=cell_partitions, group_name="cells", kinds={"neuron"}, code_version="cell-model-1",
+@dg.asset(partitions_def=cell_partitions, deps=[CELL_MODEL_FILES], group_name="cells", kinds={"neuron"},
+          code_version="cell-model-1",
           pool="neuron", op_tags=k8s_op_tags("neuron"))
 def cell_model(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.MaterializeResult:
     """A BBP / NMC-portal cell model, validated, its mechanisms compiled and loaded, instantiated in NEURON.
@@ -45,7 +47,7 @@ def cell_model(context: dg.AssetExecutionContext, settings: SimulationSettings) 
     )
 
 
-@dg.asset(partitions_def=cell_partitions, deps=[cell_model], group_name="cells", kinds={"neuron", "numpy"},
+@dg.asset(partitions_def=cell_partitions, deps=[cell_model, "stimulus_settings"], group_name="cells", kinds={"neuron", "numpy"},
           code_version=intracellular.CODE_VERSION, pool="neuron", op_tags=k8s_op_tags("neuron"))
 def spike_templates(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.MaterializeResult:
     """Spike templates: a somatic current step tuned until the cell fires the target spike count,

@@ -88,7 +88,7 @@ def _paper_models(context, settings: SimulationSettings) -> list[cells.CellModel
     return [found[n] if n in found else settings.cell_model(n) for n in names]
 
 
-@dg.asset(group_name="crosscheck", deps=[cell_model], kinds={"neuron", "hdf5"}, code_version=xc.CODE_VERSION,
+@dg.asset(group_name="crosscheck", deps=[cell_model, "crosscheck_settings"], kinds={"neuron", "hdf5"}, code_version=xc.CODE_VERSION,
           pool="neuron", op_tags=k8s_op_tags("neuron"), retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def mearec_templates(context: dg.AssetExecutionContext, settings: SimulationSettings,
@@ -120,7 +120,8 @@ def recording_paths(settings: SimulationSettings, rate: str):
     return folder / "recording.h5", folder / "analyzer", folder / "truth.parquet"
 
 
-@dg.asset(partitions_def=rate_partitions, group_name="crosscheck", deps=[mearec_templates], kinds={"hdf5"},
+@dg.asset(partitions_def=rate_partitions, group_name="crosscheck", deps=[mearec_templates, "crosscheck_settings"],
+          kinds={"hdf5"},
           code_version=xc.CODE_VERSION, op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def mearec_recording(context: dg.AssetExecutionContext, settings: SimulationSettings,
@@ -158,7 +159,8 @@ def result_path(settings: SimulationSettings, rate: str):
 
 
 @dg.asset(partitions_def=rate_partitions, group_name="crosscheck",
-          deps=[mearec_recording, dg.AssetDep(unit_classifier, partition_mapping=dg.AllPartitionMapping())],
+          deps=[mearec_recording, dg.AssetDep(unit_classifier, partition_mapping=dg.AllPartitionMapping()),
+                "crosscheck_settings"],
           kinds={"mlflow"}, code_version="crosscheck-score-1", op_tags=k8s_op_tags("tensorflow"),
           retry_policy=TRANSIENT_RETRY)
 @fail_fast

@@ -51,13 +51,17 @@ def _current_dataset(family: str, context, settings: SimulationSettings, recordi
                                     settings.stimulus(), settings.data_path, family)
 
 
+#: The settings sources (:mod:`eap_assets.defs.sources`) each family's EAPs are made from.
+SOURCES = {"paper": ["simulation_settings"], "recording": ["simulation_settings", "recording_settings"]}
+
+
 def eap_dataset_asset(family: str) -> tuple[dg.AssetsDefinition, list[dg.AssetChecksDefinition]]:
     """The EAP dataset asset of a family (``eap_dataset``, ``recording_eap_dataset``) and its blocking checks:
     finite, exactly N EAPs, every EAP reaching the amplitude rule. One code for both: only the
     settings (:func:`eap_config`) and the folder (``stages.EAP_ROOTS``) differ."""
     name, partitions, description = _FAMILIES[family]
 
-    @dg.asset(name=name, partitions_def=partitions, deps=[dg.AssetDep(spike_templates, partition_mapping=BY_CELL)],
+    @dg.asset(name=name, partitions_def=partitions, deps=[dg.AssetDep(spike_templates, partition_mapping=BY_CELL), *SOURCES[family]],
               group_name="eaps" if family == "paper" else "recording", kinds={"numpy", "parquet"},
               code_version=eaps.CODE_VERSION, op_tags=k8s_op_tags("eaps"), retry_policy=TRANSIENT_RETRY,
               description=description)

@@ -46,7 +46,7 @@ def training_key(settings: SimulationSettings, feature_keys: dict[str, str]) -> 
                                 settings.seed, TRAINING_TABLE_VERSION)
 
 
-@dg.asset(partitions_def=cell_rotation_partitions, deps=[eap_dataset], io_manager_key=PARQUET, group_name="features",
+@dg.asset(partitions_def=cell_rotation_partitions, deps=[eap_dataset, "simulation_settings"], io_manager_key=PARQUET, group_name="features",
           kinds={"parquet"}, code_version=features.CODE_VERSION, op_tags=k8s_op_tags("eaps"),
           retry_policy=TRANSIENT_RETRY)
 @fail_fast
@@ -145,6 +145,7 @@ def feature_table_labels(context: dg.AssetCheckExecutionContext, feature_table: 
 
 @dg.asset(
     partitions_def=rotation_partitions, group_name="training", kinds={"parquet"}, io_manager_key=PARQUET,
+    deps=["simulation_settings"],
     code_version=TRAINING_TABLE_VERSION, op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY,
     ins={"feature_table": dg.AssetIn(
         partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="rotation"),

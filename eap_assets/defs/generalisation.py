@@ -87,7 +87,8 @@ def generalisation_result_key(settings: SimulationSettings, rotation: str, task:
     partitions_def=rotation_task_partitions, group_name="generalisation", kinds={"lightgbm", "tensorflow", "mlflow"},
     code_version=gen.CODE_VERSION, op_tags=k8s_op_tags("generalisation"), retry_policy=TRANSIENT_RETRY,
     ins={"training_table": dg.AssetIn(partition_mapping=BY_ROTATION)},
-    deps=[evaluation, dg.AssetDep(eap_dataset, partition_mapping=ALL_CELLS_OF_ROTATION)],
+    deps=[evaluation, dg.AssetDep(eap_dataset, partition_mapping=ALL_CELLS_OF_ROTATION), "generalisation_settings",
+          "variant_settings"],
 )
 @fail_fast
 def generalisation(context: dg.AssetExecutionContext, settings: SimulationSettings, training: TrainingSettings,

@@ -84,7 +84,7 @@ def recording_model_key(kind: str, set_key: str, training: TrainingSettings) -> 
                                         description="Principal components of the training rows' waveforms (the "
                                                     "waveform model's basis and the out-of-distribution reference).")},
     partitions_def=recording_rotation_partitions, group_name="recording", can_subset=False,
-    deps=[dg.AssetDep(recording_eap_dataset, partition_mapping=EVERY_CELL)], op_tags=k8s_op_tags("tables"),
+    deps=[dg.AssetDep(recording_eap_dataset, partition_mapping=EVERY_CELL), "simulation_settings", "recording_settings"], op_tags=k8s_op_tags("tables"),
     retry_policy=TRANSIENT_RETRY, name="recording_training_set_step")
 @fail_fast
 def recording_training_set(context: dg.AssetExecutionContext, settings: SimulationSettings,
@@ -179,6 +179,7 @@ def recording_model_asset(kind: str) -> dg.AssetsDefinition:
     tags, work, description = _MODEL_ASSETS[kind]
 
     @dg.asset(name=f"recording_{kind}_model", partitions_def=recording_task_partitions, group_name="recording",
+              deps=[f"{kind}_recipe"],
               ins={"recording_training_set": dg.AssetIn(partition_mapping=OF_ROTATION),
                    "waveform_basis": dg.AssetIn(partition_mapping=OF_ROTATION)},
               kinds=tags, code_version=CODE_VERSIONS[kind], pool="training", op_tags=k8s_op_tags(work),
@@ -240,7 +241,8 @@ def classifier_path(settings: SimulationSettings, rotation: str, task: str):
     return settings.data_path / "unit_classifier" / rotation / f"{task}.json"
 
 
-@dg.asset(partitions_def=recording_task_partitions, group_name="recording", deps=list(RECORDING_MODELS),
+@dg.asset(partitions_def=recording_task_partitions, group_name="recording",
+          deps=[*RECORDING_MODELS, "recording_settings"],
           ins={"recording_training_set": dg.AssetIn(partition_mapping=OF_ROTATION),
                "waveform_basis": dg.AssetIn(partition_mapping=OF_ROTATION)},
           kinds={"mlflow"}, code_version=CODE_VERSIONS["classifier"], op_tags=k8s_op_tags("tensorflow"),

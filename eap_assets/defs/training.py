@@ -314,6 +314,7 @@ def model_asset(kind: str) -> dg.AssetsDefinition:
     tags, work, description = _MODEL_ASSETS[kind]
 
     @dg.asset(name=f"{kind}_model", partitions_def=rotation_task_partitions, ins=_MODEL_INS, group_name="models",
+              deps=[f"{kind}_recipe"],
               kinds=tags, code_version=CODE_VERSIONS[kind], pool="training", op_tags=k8s_op_tags(work),
               retry_policy=TRANSIENT_RETRY, description=description)
     @fail_fast
@@ -425,7 +426,7 @@ def evaluation(context: dg.AssetExecutionContext, settings: SimulationSettings, 
         "versions": json.dumps(versions), **figures})
 
 
-@dg.asset(partitions_def=rotation_partitions, ins={"training_table": dg.AssetIn()},
+@dg.asset(partitions_def=rotation_partitions, ins={"training_table": dg.AssetIn()}, deps=["lgbm_recipe"],
           group_name="models", kinds={"lightgbm", "mlflow"}, code_version=CODE_VERSIONS["hold_out"],
           op_tags=k8s_op_tags("tables"),
           retry_policy=TRANSIENT_RETRY)

@@ -33,7 +33,7 @@ def parent_models(settings: SimulationSettings) -> tuple[list[cells.CellModel], 
     return [m for m in found.values() if m.parent is None], problems
 
 
-@dg.asset(group_name="cells", code_version=variants.CODE_VERSION, op_tags=k8s_op_tags("variants"),
+@dg.asset(group_name="cells", deps=["variant_settings"], code_version=variants.CODE_VERSION, op_tags=k8s_op_tags("variants"),
           retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def morphology_variants(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.MaterializeResult:
