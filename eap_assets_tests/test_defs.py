@@ -211,11 +211,8 @@ def test_new_cell_model_sensor_adds_partitions_only(models, tmp_path):
     shutil.copytree(models[INTERNEURON].path, folder / "L5_BP_bAC217_9", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(models[SMALL].path, folder / "L5_SBC_nobio_1", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "L5_SBC_nobio_1" / "biophysics.hoc").unlink()
-    from eap_assets.defs.settings import deployment_resources
-    from eap_assets.defs.sources import SETTINGS_SOURCES
-
     settings = SimulationSettings(model_folders=[str(folder)])
-    resources = {**deployment_resources(tmp_path / "no_home"), "settings": settings}
+    resources = {"settings": settings}
 
     def tick(instance):
         return new_cell_models(dg.build_sensor_context(instance=instance, resources=resources))
@@ -225,21 +222,21 @@ def test_new_cell_model_sensor_adds_partitions_only(models, tmp_path):
         added = result.dynamic_partitions_requests[0].partition_keys
         assert len(added) == 14 and "L5_BP_bAC217_9" in added and "L5_SBC_nobio_1" not in added
         assert not result.run_requests
-        # it observes the sources: every settings source, and the files of each cell model it adds
+        # it observes the files of each cell model it adds
         observed = {(e.asset_key.to_user_string(), e.partition) for e in result.asset_events}
-        assert observed == {*((name, None) for name in SETTINGS_SOURCES), *(("cell_model_files", c) for c in added)}
+        assert observed == {("cell_model_files", c) for c in added}
         instance.add_dynamic_partitions("cell_model", list(added))
         for event in result.asset_events:
             instance.report_runless_asset_event(event)
         again = tick(instance)
         assert not again.dynamic_partitions_requests and "no new cell models" in again.skip_reason.skip_message
-        # a changed setting, or a changed file of a model, is observed again: its dependents become stale
+        # a changed file of a model is observed again (its dependents become stale); a changed setting is not
         resources["settings"] = SimulationSettings(model_folders=[str(folder)], seed=5)
         (folder / "L5_BP_bAC217_9" / "biophysics.hoc").write_text(
             (folder / "L5_BP_bAC217_9" / "biophysics.hoc").read_text() + "\n// edited\n")
         changed = tick(instance)
         assert {(e.asset_key.to_user_string(), e.partition) for e in changed.asset_events} == {
-            ("simulation_settings", None), ("variant_settings", None), ("cell_model_files", "L5_BP_bAC217_9")}
+            ("cell_model_files", "L5_BP_bAC217_9")}
         assert not changed.dynamic_partitions_requests
     with dg.instance_for_test() as instance:  # a deployment of two BBP cells: the other 11 are not added
         instance.add_dynamic_partitions("cell_model", [SMALL, PYRAMID])

@@ -1,10 +1,14 @@
-"""The new-cell-model sensor: model folders that appear become cell partitions, and the sources are observed.
+"""The new-cell-model sensor: model folders that appear become cell partitions, and their files are observed.
 
-It adds partitions and reports the data versions of the sources that changed (:mod:`eap_assets.defs.sources`:
-a cell model's files, the deployment's settings); it requests no run. The automation conditions
-(:mod:`eap_assets.defs.automation`) take it from there: a new partition, or an updated source, is simulated,
-placed in every rotation, added to the training tables (a new m-type is a new class), and the models are
-retrained, evaluated and gated.
+It adds partitions and reports the data versions of the cell model files that changed (the
+``cell_model_files`` source, :mod:`eap_assets.defs.sources`); it requests no run. The automation
+conditions (:mod:`eap_assets.defs.automation`) take it from there: a new partition, or an edited model
+folder, is simulated, placed in every rotation, added to the training tables (a new m-type is a new
+class), and the models are retrained, evaluated and gated.
+
+It does not observe the settings sources: those are observed by ``make run`` (with the settings it runs
+with) or "Observe sources" in the UI. Eager automation reacts to every observation of a new data version,
+even one that returns to settings whose artefacts are still fresh, and would redo everything downstream.
 """
 
 
@@ -13,28 +17,23 @@ import dagster as dg
 from eap_assets.core import cells
 from eap_assets.defs.automation import automation_enabled
 from eap_assets.defs.partitions import cell_partitions
-from eap_assets.defs.crosscheck import CrosscheckSettings
-from eap_assets.defs.generalisation import GeneralisationSettings
-from eap_assets.defs.resources import RecordingSettings, SimulationSettings
-from eap_assets.defs.sources import changed_observations
-from eap_assets.defs.training import TrainingSettings
+from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.sources import changed_cell_observations
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=(dg.DefaultSensorStatus.RUNNING if automation_enabled()
                                                          else dg.DefaultSensorStatus.STOPPED))
-def new_cell_models(context: dg.SensorEvaluationContext, settings: SimulationSettings, training: TrainingSettings,
-                    recording: RecordingSettings, crosscheck_settings: CrosscheckSettings,
-                    generalisation_settings: GeneralisationSettings) -> dg.SensorResult:
-    """Add each new valid model of ``settings.model_folders`` as a ``cell_model`` partition.
+def new_cell_models(context: dg.SensorEvaluationContext, settings: SimulationSettings) -> dg.SensorResult:
+    """Add each new valid model of ``settings.model_folders`` as a ``cell_model`` partition, and observe the
+    files of every cell model.
 
     The 13 BBP models shipped in MEArec are added when the instance has no cell partition yet (a new
     deployment); after that, the deployment's cells are the ones ``make run`` or this sensor added,
     and a model folder that appears in ``settings.model_folders`` is added. Invalid folders are
-    logged, not added. Running by default, like the automation sensor, unless ``$EAP_ASSETS_AUTOMATION=off``
-    (as in the ``dagster dev`` that ``make run`` starts: only its backfill runs there).
-
-    It also observes the sources: the data version of each cell model's files (of the known partitions and
-    the new ones) and of each settings source under the deployment's resources, reported when it changed.
+    logged, not added. The data version of each cell's files (``cell_model_files``) is reported when it
+    changed: a new cell's, or an edited model folder's. Running by default, like the automation sensor,
+    unless ``$EAP_ASSETS_AUTOMATION=off`` (as in the ``dagster dev`` that ``make run`` starts: only its
+    backfill runs there).
     """
     found, problems = settings.scan_models()
     for folder, problem in problems.items():
@@ -43,17 +42,13 @@ def new_cell_models(context: dg.SensorEvaluationContext, settings: SimulationSet
     shipped = cells.mearec_models_dir().resolve()
     new = [name for name, model in found.items() if name not in known
            and (not known or model.path.resolve().parent != shipped)]
-    resources = {"settings": settings, "training": training, "recording": recording,
-                 "crosscheck_settings": crosscheck_settings, "generalisation_settings": generalisation_settings}
-    observed = changed_observations(context.instance, resources,
-                                    [model for name, model in found.items() if name in known or name in new])
+    observed = changed_cell_observations(context.instance, [m for name, m in found.items() if name in known or name in new])
     if not new and not observed:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"no new cell models ({len(known)} cell partitions), "
-                                                         "no changed source"))
+                                                         "no changed model files"))
     if new:
         context.log.info(f"new cell model(s): {', '.join(new)}")
     if observed:
-        context.log.info("changed: " + ", ".join(o.asset_key.to_user_string() + (f" {o.partition}" if o.partition else "")
-                                                 for o in observed))
+        context.log.info(f"files observed: {', '.join(o.partition for o in observed)}")
     return dg.SensorResult(dynamic_partitions_requests=[cell_partitions.build_add_request(new)] if new else [],
                            asset_events=observed)

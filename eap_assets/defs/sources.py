@@ -19,9 +19,9 @@ not ``spike_templates``; the CNNs after a new CNN recipe, not LightGBM), and Dag
 the UI are what ``make run`` materialises. Each run's data directory is part of every settings source:
 artefacts in another directory are not up to date.
 
-Observations are reported by ``make run`` (before it asks Dagster what is stale, with the settings it runs
-with) and by the ``new_cell_models`` sensor (the deployment's settings and model folders, every 30 s), only
-when a version changed; "Observe sources" in the UI computes the same versions.
+Observations are reported by ``make run`` (every source, before it asks Dagster what is stale, with the
+settings it runs with) and by the ``new_cell_models`` sensor (the cell model files, every 30 s), only when a
+version changed; "Observe sources" in the UI computes the same versions.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from eap_assets.core import cells
 from eap_assets.core.keys import settings_hash
 from eap_assets.core.probe import probe_name
 from eap_assets.defs.partitions import cell_partitions
+from eap_assets.defs.tags import k8s_op_tags
 
 #: Dagster's tag of an event's data version (``AssetObservation.data_version`` reads it).
 DATA_VERSION_TAG = "dagster/data_version"
@@ -104,7 +105,7 @@ def _settings_source(name: str, keys: tuple[str, ...], description: str) -> dg.S
     keys = {*keys, "settings"}  # the data directory
 
     @dg.observable_source_asset(name=name, group_name="sources", required_resource_keys=keys,
-                                description=description)
+                                description=description, op_tags=k8s_op_tags("observe"))
     def _observe(context) -> dg.DataVersion:
         return dg.DataVersion(settings_versions_of(name, {key: getattr(context.resources, key) for key in keys}))
 
@@ -118,7 +119,7 @@ def settings_versions_of(name: str, resources: Mapping[str, object]) -> str:
 
 
 @dg.observable_source_asset(name=CELL_MODEL_FILES, group_name="sources", partitions_def=cell_partitions,
-                            required_resource_keys={"settings"},
+                            required_resource_keys={"settings"}, op_tags=k8s_op_tags("observe"),
                             description="The files of each cell model folder (morphology, biophysics, "
                                         "mechanisms, template): a changed file makes its cell stale.")
 def cell_model_files(context) -> dg.DataVersionsByPartition:
@@ -140,18 +141,23 @@ def _latest_version(instance: dg.DagsterInstance, asset: str, partition: str | N
     return observation.data_version if observation is not None else None
 
 
+def changed_cell_observations(instance: dg.DagsterInstance, models: Iterable[cells.CellModel]
+                              ) -> list[dg.AssetObservation]:
+    """Observations of the ``cell_model_files`` partitions of ``models`` whose data version differs from the
+    instance's latest one (none when nothing changed: the event log is not filled with repeats)."""
+    return [dg.AssetObservation(CELL_MODEL_FILES, partition=cell, tags={DATA_VERSION_TAG: version})
+            for cell, version in cell_versions(models).items()
+            if _latest_version(instance, CELL_MODEL_FILES, cell) != version]
+
+
 def changed_observations(instance: dg.DagsterInstance, resources: Mapping[str, object],
                          models: Iterable[cells.CellModel]) -> list[dg.AssetObservation]:
-    """Observations of the sources whose data version under ``resources`` and ``models`` differs from the
-    instance's latest one (none when nothing changed: the event log is not filled with repeats)."""
-    observations = []
-    for name, version in settings_versions(resources).items():
-        if _latest_version(instance, name, None) != version:
-            observations.append(dg.AssetObservation(name, tags={DATA_VERSION_TAG: version}))
-    for cell, version in cell_versions(models).items():
-        if _latest_version(instance, CELL_MODEL_FILES, cell) != version:
-            observations.append(dg.AssetObservation(CELL_MODEL_FILES, partition=cell, tags={DATA_VERSION_TAG: version}))
-    return observations
+    """Observations of the settings sources under ``resources``, and of the files of ``models``, whose data
+    version differs from the instance's latest one."""
+    observations = [dg.AssetObservation(name, tags={DATA_VERSION_TAG: version})
+                    for name, version in settings_versions(resources).items()
+                    if _latest_version(instance, name, None) != version]
+    return observations + changed_cell_observations(instance, models)
 
 
 def observe_sources(instance: dg.DagsterInstance, resources: Mapping[str, object],

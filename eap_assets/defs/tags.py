@@ -25,6 +25,8 @@ RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "generalisation": {"requests": {"cpu": "1", "memory": "3Gi"}, "limits": {"memory": "5Gi"}},
     # morphology variants: copy model folders, rewrite their .asc files (seconds, a few MB)
     "variants": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+    # observing a source (eap_assets.defs.sources): hashing settings, or the files of the model folders
+    "observe": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
 }
 
 
@@ -34,7 +36,8 @@ def k8s_op_tags(kind: str) -> dict[str, str]:
     Parameters
     ----------
     kind : str
-        ``neuron``, ``eaps``, ``tables``, ``tensorflow`` or ``variants``.
+        A key of :data:`RESOURCES`: ``neuron``, ``eaps``, ``tables``, ``tensorflow``, ``generalisation``,
+        ``variants`` or ``observe``.
 
     Returns
     -------
