@@ -18,8 +18,9 @@ versions of the sources (its settings, the cell model files: :mod:`eap_assets.de
 changed, then asks the webserver for the stale status of every asset partition of the selection (the
 markers the UI shows: code versions and the data versions of the inputs). A stage partition whose
 assets are all FRESH is skipped; the missing and stale ones are backfilled. Dagster's staleness is
-not transitive (a model is stale once its training table *was* updated), so a run may take a few
-backfills ("waves"): after one, what it made stale is backfilled next. ``force`` runs everything
+not transitive (a model is stale once its training table *was* updated), so everything downstream of
+a stale partition in the selection is backfilled with it, in one backfill that Dagster orders; should
+Dagster still show something stale afterwards, a second backfill follows. ``force`` runs everything
 once (and makes the assets recompute). Artefacts deleted by hand behind Dagster's back are not
 noticed: ``make clean`` removes the data directory and the instance together.
 """
@@ -162,9 +163,12 @@ def _root_cause(error) -> str:
     return f"{error.cls_name}: {message}"  # "StaleInputError: ...", not "eap_assets.core.stages.StaleInputError: ..."
 
 
-#: Backfills one ``make run`` may launch one after the other: Dagster's staleness is not transitive (an asset
-#: is stale when an input *was* updated), so what becomes stale when a wave updated its inputs is the next wave.
-MAX_WAVES = 8
+#: Backfills one ``make run`` may launch one after the other. The first holds everything due (:func:`_plan`
+#: adds what is downstream of a stale partition); a second one only runs what Dagster still shows as stale.
+MAX_WAVES = 3
+#: Dagster leaves a partitioned input out of staleness when it spans this many upstream partitions or more
+#: (``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD`` in dagster 1.13): the training tables read every cell.
+DAGSTER_PARTITION_INPUT_LIMIT = 100
 
 
 class Staleness:
@@ -266,6 +270,7 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     report = RunReport()
     start = time.perf_counter()
     with LocalDagster(home, log=log) as local, dg.DagsterInstance.get() as instance:
+        changed = observe_sources(instance, resources, [])  # the settings, before anything runs with them
         if with_variants and "variants" in stages_:  # the variant folders must exist before the scan
             plan = Plan()
             plan.target("morphology_variants", None)
@@ -285,7 +290,11 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
                 cells.prepare_mechanisms(models)  # compile once, before the runs start
         except MechanismError as exc:  # each partition that needs the broken mechanism fails with it
             log(f"mechanisms of the selected cells do not compile together; the cells concerned will fail: {exc}")
-        changed = observe_sources(instance, resources, models)  # what these settings and model files are
+        changed += observe_sources(instance, resources, models)  # and the model files of the selection
+        if len(known) + len(new) >= DAGSTER_PARTITION_INPUT_LIMIT:
+            log(f"warning: {len(known) + len(new)} cell partitions; Dagster does not follow a partitioned input of "
+                f"{DAGSTER_PARTITION_INPUT_LIMIT} partitions or more, so an edited cell does not make the training "
+                "tables stale: pass --force after changing a model")
         if changed:
             log("sources changed: " + ", ".join(sorted({o.asset_key.to_user_string() for o in changed})))
         selection = (models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_)
@@ -297,9 +306,11 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
 
 def _waves(local: LocalDagster, instance: dg.DagsterInstance, selection: tuple, force: bool, run_config: dict,
            report: RunReport, log: Log) -> None:
-    """Backfill what Dagster shows as missing or stale in the selection, then what that made stale, until
-    everything is fresh (at most :data:`MAX_WAVES` backfills; ``force``: everything, once). A wave with a
-    failure ends the run: what depends on it stays stale, and is said to."""
+    """Backfill what Dagster shows as missing or stale in the selection and everything downstream of it
+    (:func:`_plan`), as one backfill; then, should Dagster still show something stale, once more (at most
+    :data:`MAX_WAVES` backfills; ``force``: everything, once). Within a backfill a failed partition stops only
+    what depends on it; after a backfill with a failure no other is launched. An asset partition runs at most
+    once per ``make run``: one still stale after its run is said so, not run again."""
     everything = _plan(*selection, staleness=None)
     report.results.extend(r for r in everything.settled if r.status == "failed")
     for result in everything.settled:
@@ -310,6 +321,10 @@ def _waves(local: LocalDagster, instance: dg.DagsterInstance, selection: tuple, 
     for wave in range(MAX_WAVES):
         if not (force and wave == 0):
             plan = _plan(*selection, staleness=Staleness.of(local, everything.targets))
+            again = sorted(plan.asset_partitions() & done, key=str)
+            if again:
+                log("still stale after their run in this `make run` (not run again): "
+                    + ", ".join(f"{a} {p or ''}".strip() for a, p in again[:10]) + (" …" if len(again) > 10 else ""))
             plan.drop(done)  # an asset partition runs once per `make run`
         if not plan.targets:
             break
@@ -385,15 +400,32 @@ class Plan:
 
 def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rotations, rates, stages_,
           staleness: Staleness | None) -> Plan:
-    """Which stage partitions to materialise (those of their assets that are not FRESH in Dagster's eyes; all
-    of them when ``staleness`` is None, i.e. forced), which are up to date (skipped), which fail without a run (an
-    invalid model folder and what needs every cell of a rotation). Dagster orders the targets by the graph."""
-    plan = Plan()
+    """Which stage partitions to materialise, which are up to date (skipped), which fail without a run (an
+    invalid model folder and what needs every cell of a rotation). Dagster orders the targets by the graph.
 
-    def stage(job: str, partition: str | None, *assets: str) -> None:
-        due = [a for a in assets if staleness is None or not staleness.fresh([a], partition)]
-        if due:  # only the stage's assets that are not fresh (a new CNN recipe retrains the CNN, not LightGBM)
-            plan.target(due[0], partition, *due[1:])
+    A stage partition is due when one of its assets is not FRESH in Dagster's eyes (all are when
+    ``staleness`` is None, i.e. forced), or when a stage partition it depends on is due: Dagster's
+    staleness is not transitive, and an asset reached by two paths of different lengths (generalisation:
+    from the variant settings and from the models) must not run before the longer one has updated its
+    inputs. A due stage targets its assets that are not fresh and those of its assets that depend on them
+    (a new CNN recipe: the CNNs and the evaluation, not LightGBM), or all of them when an upstream stage is due.
+    """
+    plan = Plan()
+    due: set[tuple[str, str]] = set()
+
+    def stage(job: str, partition: str | None, assets: Sequence[str], upstream: Sequence[tuple[str, str]] = (),
+              last_needs_all: bool = True) -> None:
+        """``assets`` in order; the last one depends on all the others when ``last_needs_all``."""
+        key = (job, partition or "")
+        if staleness is None or any(u in due for u in upstream):
+            targets = list(assets)
+        else:
+            targets = [a for a in assets if not staleness.fresh([a], partition)]
+            if targets and last_needs_all and assets[-1] not in targets:
+                targets.append(assets[-1])
+        if targets:
+            due.add(key)
+            plan.target(targets[0], partition, *targets[1:])
         else:
             plan.skip(job, partition or "")
 
@@ -401,59 +433,79 @@ def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rot
         plan.fail("cell_models_job", name, f"CellModelError: {problem}")
     broken = sorted(set(invalid) - variant_cells)
     for model in models:
+        cell = [("cell_models_job", model.name)]
         if "cells" in stages_:
-            stage("cell_models_job", model.name, "cell_model", "spike_templates")
+            stage("cell_models_job", model.name, ["cell_model", "spike_templates"])
         for rotation in rotations if "eaps" in stages_ else []:
-            stage("eap_datasets_job", str(cell_rotation_key(model.name, rotation)), "eap_dataset", "feature_table")
+            stage("eap_datasets_job", str(cell_rotation_key(model.name, rotation)), ["eap_dataset", "feature_table"],
+                  cell)
         for rotation in recording_rotations if model.parent is None else []:
-            stage("recording_eaps_job", str(cell_rotation_key(model.name, rotation)), "recording_eap_dataset")
+            stage("recording_eaps_job", str(cell_rotation_key(model.name, rotation)), ["recording_eap_dataset"], cell)
     for name in broken:
         for rotation in rotations if "eaps" in stages_ else []:
             plan.fail("eap_datasets_job", str(cell_rotation_key(name, rotation)), f"cell stage of {name} failed")
     needs_all = f"feature tables failed for {', '.join(broken)}"
+
+    def of_cells(job: str, rotation: str, cells_: Sequence[cells.CellModel]) -> list[tuple[str, str]]:
+        return [(job, str(cell_rotation_key(m.name, rotation))) for m in cells_]
+
+    recording_models = []
     for rotation in recording_rotations:
         if broken:
             plan.fail("recording_training_job", rotation, f"recording EAPs failed for {', '.join(broken)}")
         else:
-            stage("recording_training_job", rotation, "recording_training_set", "waveform_basis")
+            stage("recording_training_job", rotation, ["recording_training_set", "waveform_basis"],
+                  of_cells("recording_eaps_job", rotation, paper_models), last_needs_all=False)
         for task in TASKS:
             partition = str(rotation_task_key(rotation, task))
+            recording_models.append(("recording_models_job", partition))
             if broken:
                 plan.fail("recording_models_job", partition, f"recording training set {rotation} failed")
             else:
-                stage("recording_models_job", partition, "recording_cnn_model", "recording_lgbm_model",
-                      "recording_waveform_model", "unit_classifier")
+                stage("recording_models_job", partition, ["recording_cnn_model", "recording_lgbm_model",
+                                                          "recording_waveform_model", "unit_classifier"],
+                      [("recording_training_job", rotation)])
+    models_ = []
+    generalisations = []
     for rotation in rotations:
         if "training" in stages_:
             if broken:
                 plan.fail("training_tables_job", rotation, needs_all)
             else:
-                stage("training_tables_job", rotation, "training_table", "hold_out_cell_type")
+                stage("training_tables_job", rotation, ["training_table", "hold_out_cell_type"],
+                      of_cells("eap_datasets_job", rotation, paper_models))
         for task in TASKS:
             partition = str(rotation_task_key(rotation, task))
+            models_.append(("models_job", partition))
             if "models" in stages_:
                 if broken:
                     plan.fail("models_job", partition, f"training table {rotation} failed")
                 else:
-                    stage("models_job", partition, "cnn_model", "lgbm_model", "waveform_model", "evaluation")
+                    stage("models_job", partition, ["cnn_model", "lgbm_model", "waveform_model", "evaluation"],
+                          [("training_tables_job", rotation)])
             if "generalisation" in stages_:
+                generalisations.append(("generalisation_job", partition))
                 if broken:
                     plan.fail("generalisation_job", partition, f"models {partition} failed")
                 else:
-                    stage("generalisation_job", partition, "generalisation")
+                    stage("generalisation_job", partition, ["generalisation"],
+                          [("training_tables_job", rotation), ("models_job", partition),
+                           *of_cells("eap_datasets_job", rotation, models)])
     if "generalisation" in stages_ and rotations:
-        stage("generalisation_report_job", None, "generalisation_report")
+        stage("generalisation_report_job", None, ["generalisation_report"], generalisations)
     if "report" in stages_ and "models" in stages_ and rotations:
         if broken:
             plan.fail("report_job", "", needs_all)
         else:
-            stage("report_job", None, "paper_comparison")
+            stage("report_job", None, ["paper_comparison"],
+                  [*models_, *(("training_tables_job", r) for r in rotations)])
     if rates:
-        stage("crosscheck_templates_job", None, "mearec_templates")
+        stage("crosscheck_templates_job", None, ["mearec_templates"],
+              [("cell_models_job", m.name) for m in paper_models])
         for rate in rates:
-            stage("crosscheck_recording_job", rate, "mearec_recording")
-            stage("crosscheck_job", rate, "crosscheck")
-        stage("crosscheck_report_job", None, "crosscheck_report")
+            stage("crosscheck_recording_job", rate, ["mearec_recording"], [("crosscheck_templates_job", "")])
+            stage("crosscheck_job", rate, ["crosscheck"], [("crosscheck_recording_job", rate), *recording_models])
+        stage("crosscheck_report_job", None, ["crosscheck_report"], [("crosscheck_job", r) for r in rates])
     return plan
 
 

@@ -330,7 +330,7 @@ def test_definitions_load_and_validate(tmp_path):
         "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
                for k in graph_.get_all_asset_keys()}
-    assert parents["cell_model"] == {"cell_model_files"}
+    assert parents["cell_model"] == {"cell_model_files", "stimulus_settings"}  # (its data directory)
     assert parents["spike_templates"] == {"cell_model", "stimulus_settings"}
     assert parents["eap_dataset"] == {"spike_templates", "simulation_settings"}
     assert parents["feature_table"] == {"eap_dataset", "simulation_settings"}

@@ -16,7 +16,7 @@ from eap_assets.defs.sources import CELL_MODEL_FILES
 from eap_assets.defs.tags import k8s_op_tags
 
 
-@dg.asset(partitions_def=cell_partitions, deps=[CELL_MODEL_FILES], group_name="cells", kinds={"neuron"},
+@dg.asset(partitions_def=cell_partitions, deps=[CELL_MODEL_FILES, "stimulus_settings"], group_name="cells", kinds={"neuron"},
           code_version="cell-model-1",
           pool="neuron", op_tags=k8s_op_tags("neuron"))
 def cell_model(context: dg.AssetExecutionContext, settings: SimulationSettings) -> dg.MaterializeResult:

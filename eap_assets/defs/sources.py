@@ -115,7 +115,7 @@ def _settings_source(name: str, keys: tuple[str, ...], description: str) -> dg.S
 def settings_versions_of(name: str, resources: Mapping[str, object]) -> str:
     """The data version of one settings source (see :func:`settings_versions`)."""
     _, part, _ = SETTINGS_SOURCES[name]
-    return settings_hash(str(resources["settings"].data_dir), name, part(resources))
+    return settings_hash(str(resources["settings"].data_path), name, part(resources))
 
 
 @dg.observable_source_asset(name=CELL_MODEL_FILES, group_name="sources", partitions_def=cell_partitions,
