@@ -365,7 +365,6 @@ class Plan:
 
     targets: dict[str, list[str] | None] = field(default_factory=dict)
     settled: list[TaskResult] = field(default_factory=list)
-    expected: set[tuple[str, str]] = field(default_factory=set)
     stages: dict[tuple[str, str], tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
 
     def target(self, asset: str, partition: str | None, *more: str) -> None:
@@ -375,9 +374,12 @@ class Plan:
                 self.targets[name] = None
             else:
                 self.targets.setdefault(name, []).append(partition)
-        stage = (_stage_jobs([asset])[0], partition or "")
-        self.expected.add(stage)
-        self.stages[stage] = (partition, (asset, *more))
+        self.stages[(_stage_jobs([asset])[0], partition or "")] = (partition, (asset, *more))
+
+    @property
+    def expected(self) -> set[tuple[str, str]]:
+        """The (job, partition) of every targeted stage partition."""
+        return set(self.stages)
 
     def asset_partitions(self) -> set[tuple[str, str | None]]:
         """Every (asset, partition) targeted."""
@@ -386,7 +388,7 @@ class Plan:
     def drop(self, done: set[tuple[str, str | None]]) -> None:
         """Target no more the asset partitions ``done`` (as in :meth:`asset_partitions`)."""
         kept = [(partition, [a for a in assets if (a, partition) not in done]) for partition, assets in self.stages.values()]
-        self.targets, self.expected, self.stages = {}, set(), {}
+        self.targets, self.stages = {}, {}
         for partition, assets in kept:
             if assets:
                 self.target(assets[0], partition, *assets[1:])
