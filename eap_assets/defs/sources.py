@@ -14,9 +14,10 @@ version is a hash of exactly what they cover:
 * ``recording_settings``: the EAPs, training set and served classifiers for real recordings;
 * ``crosscheck_settings``, ``generalisation_settings``: the opt-in stages.
 
-A changed setting thus makes stale exactly the assets that read it (``eap_dataset`` after a new seed,
-not ``spike_templates``; the CNNs after a new CNN recipe, not LightGBM), and Dagster's stale markers in
-the UI are what ``make run`` materialises. Each run's data directory is part of every settings source:
+A changed setting thus makes stale the assets that read it (``eap_dataset`` after a new seed, not
+``spike_templates``; the CNNs after a new CNN recipe, not LightGBM), and Dagster's stale markers in the UI
+are what ``make run`` materialises. The sources are coarser than the artefact keys in places: a new split
+fraction or feature noise also marks the EAP datasets stale, whose runs then reuse the stored arrays. Each run's data directory is part of every settings source:
 artefacts in another directory are not up to date.
 
 Observations are reported by ``make run`` (every source, before it asks Dagster what is stale, with the
