@@ -39,8 +39,20 @@ from eap_assets.core.models import TASKS  # noqa: E402
 #: driver job -> stage name in the report
 STAGE_OF_JOB = {"cell_models_job": "cells (NEURON)", "eap_datasets_job": "EAPs + feature tables",
                 "training_tables_job": "training tables + hold-out", "models_job": "models + evaluation",
-                "report_job": "report"}
+                "report_job": "report", "recording_eaps_job": "EAPs for real recordings",
+                "recording_training_job": "recording training sets",
+                "recording_models_job": "models for real recordings",
+                "crosscheck_templates_job": "MEArec templates", "crosscheck_recording_job": "MEArec recordings",
+                "crosscheck_job": "cross-simulator check", "crosscheck_report_job": "cross-simulator report",
+                "morphology_variants_job": "morphology variants", "generalisation_job": "generalisation",
+                "generalisation_report_job": "generalisation report"}
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
+#: Step keys that are assets' own steps (the rest of a run's steps are asset checks).
+ASSET_STEPS = {"cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
+               "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "recording_eap_dataset",
+               "recording_training_set_step", "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model",
+               "unit_classifier", "morphology_variants", "generalisation", "generalisation_report", "mearec_templates",
+               "mearec_recording", "crosscheck", "crosscheck_report"}
 
 
 def tree_rss_mib(root: int) -> float:
@@ -103,6 +115,43 @@ def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: floa
     return rows
 
 
+def dagster_profile(home: Path) -> dict:
+    """Where the time of the runs went, from the Dagster instance in ``home``: per asset (or check), the steps
+    and their summed seconds; per run, the start-up (launched to first step: the run worker's process start and
+    code load) and the queue wait (created to launched)."""
+    import collections
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    steps: dict[str, list[float]] = collections.defaultdict(list)
+    startup, queued, runs = [], [], 0
+    kinds = {dg.DagsterEventType.PIPELINE_STARTING, dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
+             dg.DagsterEventType.STEP_FAILURE}
+    with dg.DagsterInstance.get() as instance:
+        for record in instance.get_run_records():
+            runs += 1
+            begun: dict[str, float] = {}
+            launched = None
+            for event in instance.all_logs(record.dagster_run.run_id, of_type=kinds):
+                kind = event.dagster_event.event_type_value
+                if kind == "PIPELINE_STARTING":
+                    launched = event.timestamp
+                elif kind == "STEP_START":
+                    begun[event.step_key] = event.timestamp
+                elif event.step_key in begun:
+                    name = event.step_key if event.step_key in ASSET_STEPS else "asset checks"
+                    steps[name].append(event.timestamp - begun[event.step_key])
+            if launched is not None and begun:
+                queued.append(launched - record.create_timestamp.timestamp())
+                startup.append(min(begun.values()) - launched)
+    rows = sorted(({"step": name, "count": len(values), "seconds": round(sum(values), 1)}
+                   for name, values in steps.items()), key=lambda row: -row["seconds"])
+    return {"runs": runs, "steps": rows, "step_seconds": round(sum(r["seconds"] for r in rows), 1),
+            "startup_seconds": round(sum(startup), 1), "startup_median_s": round(benchlib.median(startup), 2)
+            if startup else None, "queued_median_s": round(benchlib.median(queued), 1) if queued else None}
+
+
 def accuracy_rows(data_dir: Path) -> list[dict]:
     """Test accuracy of every evaluated (rotation, task, kind) beside the paper's CNN, %."""
     rows = []
@@ -114,13 +163,13 @@ def accuracy_rows(data_dir: Path) -> list[dict]:
             reference, measure = paper.PAPER_BINARY[rotation]["Average"], "accuracy over test EAPs"
         else:
             reference, measure = paper.paper_mtype_summary(rotation)["mean"], "mean over cell types"
-        for kind in ("cnn", "lgbm"):
+        for kind in evaluation["results"]:
             result = evaluation["results"][kind]
             ours = result["accuracy"] if task == "binary" else result["summary"]["mean"]
             rows.append({"rotation": rotation, "task": task, "kind": kind, "measure": measure,
                          "ours": round(ours, 2), "paper_cnn": reference, "difference_pp": round(ours - reference, 2),
                          "within_3pp_or_better": bool(ours >= reference - 3.0),
-                         "train_seconds": evaluation["train_seconds"][kind],
+                         "train_seconds": evaluation.get("train_seconds", {}).get(kind),
                          "cnn_training": evaluation.get("cnn_training") if kind == "cnn" else None})
     return rows
 
@@ -159,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         "failures": [f"{r['job']} {r['partition']}: {r['error']}" for r in failed][:10],
         "peak_rss_tree_mib": round(max((rss for _, rss in sampler.samples), default=0.0), 0),
         "stages": stage_rows(summary, sampler.samples, t0), "accuracy": accuracy_rows(data_dir),
+        "profile": dagster_profile(home),
         "load_avg_start": load_start, "load_avg_end": benchlib.loadavg(),
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("stages", "accuracy")}, indent=1))

@@ -130,3 +130,14 @@ def _cell_models_job():
 
 def _eap_datasets_job():
     return definitions.build_definitions().resolve_job_def("eap_datasets_job")
+
+
+def test_local_dagster_yaml_is_accepted_and_dequeues_every_second(tmp_path):
+    """The local instance's dagster.yaml (``make run``, ``make ui``) loads in the installed Dagster: the run
+    queue takes a run within a second of a slot freeing (the 5 s default idled the cores between short runs)."""
+    from eap_assets import local
+
+    (tmp_path / "dagster.yaml").write_text(local.local_dagster_yaml(3))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,6 +155,15 @@ def test_lgbm_learns_and_is_deterministic(data):
     coarse = models.train_lgbm(*flat["train"], *flat["val"], 3, models.LGBMConfig(
         n_estimators=20, learning_rate=0.1, early_stopping_rounds=None, max_bin=3), seed=1)
     assert coarse.model.get_params()["max_bin"] == 3
+    with pytest.raises(ValueError, match="feature_fraction"):
+        models.LGBMConfig(feature_fraction=0.0)
+    half = replace(config, feature_fraction=0.5)
+    sampled = models.train_lgbm(*flat["train"], *flat["val"], 3, half, seed=1)
+    assert sampled.model.get_params()["colsample_bytree"] == 0.5
+    assert (sampled.predict(x_test) == y_test).mean() > 0.9
+    again_half = models.train_lgbm(*flat["train"], *flat["val"], 3, half, seed=1)
+    np.testing.assert_array_equal(again_half.predict_proba(x_test), sampled.predict_proba(x_test))  # seeded draw
+    assert not np.array_equal(sampled.predict_proba(x_test), trained.predict_proba(x_test))
     again = models.train_lgbm(*flat["train"], *flat["val"], 3, config, seed=1)
     np.testing.assert_array_equal(again.predict_proba(x_test), trained.predict_proba(x_test))
     # binary objective

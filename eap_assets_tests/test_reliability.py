@@ -240,6 +240,23 @@ def test_retry_policies_are_on_io_and_mlflow_assets_only():
     assert TRANSIENT_RETRY.max_retries == 2 and TRANSIENT_RETRY.backoff == dg.Backoff.EXPONENTIAL
 
 
+def test_bad_input_in_a_multi_asset_generator_is_not_retried():
+    """fail_fast also guards a generator (recording_training_set yields its two outputs): the bad input
+    surfaces as a Failure that skips the retry policy, after the outputs yielded before it."""
+    from eap_assets.defs.retries import fail_fast
+
+    @fail_fast
+    def outputs():
+        yield 1
+        raise ValueError("recording_training_set '3drot': 1 cell model(s)")
+
+    produced = outputs()
+    assert next(produced) == 1
+    with pytest.raises(dg.Failure, match="ValueError: recording_training_set '3drot'") as failure:
+        next(produced)
+    assert failure.value.allow_retries is False
+
+
 def test_unknown_partition_key_is_refused_listing_the_valid_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     config = settings_run_config(SimulationSettings(data_dir=str(tmp_path / "data"), preset="quick"))

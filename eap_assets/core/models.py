@@ -562,6 +562,9 @@ class LGBMConfig:
         LightGBM ``n_jobs``.
     max_bin : int
         Histogram bins per feature (LightGBM's default 255); fewer bins fit faster.
+    feature_fraction : float
+        Share of the features each tree is grown on (LightGBM ``colsample_bytree``, drawn from the seed;
+        1.0: all). Growing a tree costs in proportion to its features, so 0.5 halves the time per round.
     """
 
     n_estimators: int = 1000
@@ -570,6 +573,7 @@ class LGBMConfig:
     early_stopping_rounds: int | None = 50
     threads: int = 1
     max_bin: int = 255
+    feature_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("n_estimators", "threads", "max_bin"):
@@ -581,6 +585,8 @@ class LGBMConfig:
             raise ValueError(f"LGBMConfig.num_leaves must be an integer >= 2, got {self.num_leaves!r}")
         if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"LGBMConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not (np.isfinite(self.feature_fraction) and 0 < self.feature_fraction <= 1):
+            raise ValueError(f"LGBMConfig.feature_fraction must be in (0, 1], got {self.feature_fraction!r}")
         rounds = self.early_stopping_rounds
         if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1):
             raise ValueError(f"LGBMConfig.early_stopping_rounds must be None or a positive integer, got {rounds!r}")
@@ -625,7 +631,8 @@ def train_lgbm(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
     params: dict[str, Any] = {"num_class": n_classes} if objective == "multiclass" else {}
     model = lgb.LGBMClassifier(objective=objective, n_estimators=config.n_estimators,
                                learning_rate=config.learning_rate, num_leaves=config.num_leaves,
-                               max_bin=config.max_bin, n_jobs=config.threads, random_state=int(seed), deterministic=True,
+                               max_bin=config.max_bin, colsample_bytree=config.feature_fraction, n_jobs=config.threads,
+                               random_state=int(seed), deterministic=True,
                                force_col_wise=True, verbose=-1, **params)
     record: dict[str, dict[str, list[float]]] = {}
     callbacks = [lgb.record_evaluation(record)]

@@ -10,6 +10,7 @@ uses) honours retry policies: the step is re-executed in the same process after 
 """
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -41,7 +42,15 @@ def no_retry_for_bad_input() -> Iterator[None]:
 
 
 def fail_fast(fn: Callable) -> Callable:
-    """Decorator (below ``@dg.asset``): bad input fails the step at once, other errors follow the retry policy."""
+    """Decorator (below ``@dg.asset``): bad input fails the step at once, other errors follow the retry policy.
+    A generator (a multi-asset yielding its outputs) is guarded while Dagster iterates it."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            with no_retry_for_bad_input():
+                yield from fn(*args, **kwargs)
+
+        return generator
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
