@@ -47,12 +47,6 @@ STAGE_OF_JOB = {"cell_models_job": "cells (NEURON)", "eap_datasets_job": "EAPs +
                 "morphology_variants_job": "morphology variants", "generalisation_job": "generalisation",
                 "generalisation_report_job": "generalisation report"}
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
-#: Step keys that are assets' own steps (the rest of a run's steps are asset checks).
-ASSET_STEPS = {"cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
-               "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "recording_eap_dataset",
-               "recording_training_set_step", "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model",
-               "unit_classifier", "morphology_variants", "generalisation", "generalisation_report", "mearec_templates",
-               "mearec_recording", "crosscheck", "crosscheck_report"}
 
 
 def tree_rss_mib(root: int) -> float:
@@ -124,6 +118,9 @@ def dagster_profile(home: Path) -> dict:
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
+    from eap_assets.definitions import defs
+
+    checks = {f"{k.asset_key.to_python_identifier()}_{k.name}" for k in defs.resolve_asset_graph().asset_check_keys}
     steps: dict[str, list[float]] = collections.defaultdict(list)
     startup, queued, runs = [], [], 0
     kinds = {dg.DagsterEventType.PIPELINE_STARTING, dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
@@ -140,7 +137,7 @@ def dagster_profile(home: Path) -> dict:
                 elif kind == "STEP_START":
                     begun[event.step_key] = event.timestamp
                 elif event.step_key in begun:
-                    name = event.step_key if event.step_key in ASSET_STEPS else "asset checks"
+                    name = "asset checks" if event.step_key in checks else event.step_key
                     steps[name].append(event.timestamp - begun[event.step_key])
             if launched is not None and begun:
                 queued.append(launched - record.create_timestamp.timestamp())

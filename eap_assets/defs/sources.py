@@ -17,8 +17,8 @@ version is a hash of exactly what they cover:
 A changed setting thus makes stale the assets that read it (``eap_dataset`` after a new seed, not
 ``spike_templates``; the CNNs after a new CNN recipe, not LightGBM), and Dagster's stale markers in the UI
 are what ``make run`` materialises. The sources are coarser than the artefact keys in places: a new split
-fraction or feature noise also marks the EAP datasets stale, whose runs then reuse the stored arrays. Each run's data directory is part of every settings source:
-artefacts in another directory are not up to date.
+fraction or feature noise also marks the EAP datasets stale, whose runs then reuse the stored arrays. Each
+run's data directory is part of every settings source: artefacts in another directory are not up to date.
 
 Observations are reported by ``make run`` (every source, before it asks Dagster what is stale, with the
 settings it runs with) and by the ``new_cell_models`` sensor (the cell model files, every 30 s), only when a
