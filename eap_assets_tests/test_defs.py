@@ -369,14 +369,13 @@ def test_unknown_rotation_and_stage_are_refused(tmp_path, monkeypatch):
         materialize_graph(settings, ["L5_XX"], log=lambda m: None)
 
 
-def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
+def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph, tmp_path):
     """`eap-assets ui` (what `make ui` runs) on the instance `make run` used: asset graph, runs and
     materialisations are there; SIGTERM stops webserver, daemon and code server."""
     port = free_port()
     home = Path(os.environ["DAGSTER_HOME"])
     env = {**os.environ, "EAP_ASSETS_DATA_DIR": str(graph.data_path), "EAP_ASSETS_PRESET": "quick"}
-    ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = _start_ui(port, env, tmp_path / "ui.log")
     try:
         deadline, nodes = time.time() + 240, None
         while time.time() < deadline and ui.poll() is None:
@@ -385,7 +384,7 @@ def test_ui_shows_the_graph_and_the_runs_and_stops_on_sigterm(graph):
                 break
             except (OSError, KeyError, TypeError):
                 time.sleep(2)
-        assert nodes is not None, f"UI did not answer on port {port}"
+        assert nodes is not None, f"UI did not answer on port {port}: {_tail(tmp_path / 'ui.log')}"
         assert {n["assetKey"]["path"][0] for n in nodes} >= {
             "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "cnn_model"}
         with socket.socket() as s:  # bound to loopback only
@@ -570,8 +569,7 @@ def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_al
     versions_before = {v.version for v in _versions(name)}
     port = free_port()
     env = {**os.environ, "EAP_ASSETS_ROTATIONS": "norot", "EAP_ASSETS_AUTOMATION": "on", "EAP_ASSETS_RETRAIN": "eager"}
-    ui = subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)], cwd=REPO,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = _start_ui(port, env, tmp_path / "ui.log")
     new = "L5_BP_bAC217_9"
     try:
         deadline = time.time() + 240
@@ -587,7 +585,8 @@ def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_al
             time.sleep(10)
             found = next((v for v in _versions(name) if v.version not in versions_before
                           and "BP" in json.loads(v.tags["classes"])), None)
-        assert found is not None, f"no new version of {name} with class BP: {_automation_runs()}"
+        assert found is not None, (f"no new version of {name} with class BP: {_automation_runs()}\n"
+                                   f"dagster dev said: {_tail(tmp_path / 'ui.log')}")
         assert json.loads(found.tags["classes"]) == ["BP", "SBC", "UTPC"]
         runs = _automation_runs()
         assert any(r["job"] == "__ASSET_JOB" and "cell_model" in r["assets"] for r in runs), runs
@@ -596,6 +595,18 @@ def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_al
         _stop(ui)
     table = pd.read_parquet(graph.data_path / "training_table" / "norot.parquet")
     assert set(table["cell"]) == {*CELLS, new}
+
+
+def _start_ui(port: int, env: dict, log: Path) -> subprocess.Popen:
+    """`eap-assets ui` (webserver, daemon, code server and its run workers) writing to ``log``: a pipe that nobody
+    reads would block all of them once 64 KiB of log lines filled it (runs then hang in STARTED)."""
+    with log.open("w") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "eap-assets"), "ui", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
 def _stop(ui: subprocess.Popen, strict: bool = False) -> None:
@@ -616,10 +627,14 @@ def _versions(name: str) -> list:
 
 
 def _automation_runs() -> list[dict]:
-    """Runs the automation sensor launched: job, assets, partition, status."""
+    """Runs the automation sensor launched: job, assets, partition, status (and the last events of an
+    unfinished run)."""
     with dg.DagsterInstance.get() as instance:
         return [{"job": r.job_name, "assets": sorted(k.to_user_string() for k in (r.asset_selection or [])),
-                 "partition": r.tags.get("dagster/partition", ""), "status": r.status.value}
+                 "partition": r.tags.get("dagster/partition", ""), "status": r.status.value,
+                 **({} if r.is_finished else {"last events": [
+                     f"{e.step_key} {e.dagster_event_type} {(e.user_message or '')[:80]}"
+                     for e in instance.all_logs(r.run_id)[-4:]]})}
                 for r in instance.get_runs() if r.tags.get("dagster/from_automation_condition") == "true"
                 or r.tags.get("dagster/sensor_name") == "automation"]
 

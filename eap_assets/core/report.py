@@ -281,11 +281,70 @@ def generalisation_markdown(results: dict[tuple[str, str], dict]) -> tuple[str, 
 CROSSCHECK_TARGETS = {"binary": 98.0, "mtype": 90.0, "gap_pp": 3.0, "ece": 0.05}
 
 
-def _target_row(label: str, values: list[float | None], ok) -> list[str]:
+#: Coverage of the intervals in the cross-check's targets table, and the Monte-Carlo draws of the m-type one.
+INTERVAL_LEVEL, INTERVAL_DRAWS = 0.95, 20000
+
+
+def accuracy_interval(correct: int, n: int, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Wilson score interval of an accuracy of ``correct`` out of ``n`` units, in %."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        raise ValueError(f"an accuracy interval needs units: n={n}")
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return 100 * ci.low, 100 * ci.high
+
+
+def mean_accuracy_interval(per_type: dict[str, dict], level: float = INTERVAL_LEVEL, draws: int = INTERVAL_DRAWS,
+                           seed: int = 0) -> tuple[float, float]:
+    """Equal-tailed interval of the mean over cell types of per-type accuracies, in %.
+
+    Each type's accuracy gets its Jeffreys posterior Beta(k + 1/2, n - k + 1/2) (``k`` correct of its ``n``
+    units; defined at 0 and 100 %, where a binomial standard error is 0); the mean over types is drawn
+    ``draws`` times with a seeded generator.
+
+    Parameters
+    ----------
+    per_type : dict
+        Cell type -> ``{"accuracy": %, "n": units}``.
+    """
+    if not per_type:
+        raise ValueError("a mean-accuracy interval needs at least one cell type")
+    rng = np.random.default_rng(seed)
+    n = np.array([v["n"] for v in per_type.values()], dtype=float)
+    k = np.rint(np.array([v["accuracy"] for v in per_type.values()]) / 100 * n)
+    means = rng.beta(k + 0.5, n - k + 0.5, size=(draws, len(n))).mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return 100 * float(low), 100 * float(high)
+
+
+def _gap_interval(own: float, interval: tuple[float, float]) -> tuple[float, float]:
+    """The range of |own - a| for an accuracy ``a`` in ``interval``."""
+    low, high = interval
+    far = max(abs(own - low), abs(own - high))
+    return (0.0, far) if low <= own <= high else (min(abs(own - low), abs(own - high)), far)
+
+
+def _target_row(label: str, values: list[float | None], ok,
+                intervals: list[tuple[float, float] | None] | None = None) -> list[str]:
     shown = [_fmt(v, 4 if "ECE" in label else 2) for v in values]
+    if intervals is not None:
+        shown = [s if ci is None else f"{s} [{ci[0]:.1f}, {ci[1]:.1f}]" for s, ci in zip(shown, intervals)]
     met = [ok(v) for v in values if v is not None and not np.isnan(v)]
     verdict = "met" if met and all(met) else ("missed" if met else "–")
+    if intervals is not None and met and all(ci is not None for ci in intervals):
+        inside = [ok(ci[0]) == ok(ci[1]) for ci in intervals]  # the whole interval on one side of the target
+        verdict += "" if all(inside) else " (within the interval)"
     return [label, *shown, verdict]
+
+
+def _task_interval(evaluation: dict, task: str) -> tuple[float, float]:
+    """95 % interval of a cross-check task's target statistic: binary accuracy over units, m-type mean over types."""
+    per_type = evaluation["per_cell_type"]
+    if task == "mtype":
+        return mean_accuracy_interval(per_type)
+    n = sum(v["n"] for v in per_type.values())
+    return accuracy_interval(round(evaluation["accuracy"] / 100 * n), n)
 
 
 def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, pd.DataFrame]:
@@ -314,7 +373,12 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
         "resampling). SpikeInterface read every recording (`read_mearec`) and built a `SortingAnalyzer` of the "
         "ground-truth units (`templates`: average of ≤ 500 random spikes, 1 ms before / 2 ms after). "
         "`eap_assets.classify` classified every unit of the analyzer with the champions "
-        "(`unit_classifier_<probe>_<rotation>_<task>@champion`). Accuracies in %.\n"]
+        "(`unit_classifier_<probe>_<rotation>_<task>@champion`). Accuracies in %.\n",
+        f"In brackets: {INTERVAL_LEVEL:.0%} intervals of the cross-check's figure from its units alone (binary: Wilson "
+        "interval over units; m-type mean over cell types: Jeffreys posterior of each type's accuracy, "
+        f"{INTERVAL_DRAWS} seeded draws of the mean; a gap: the range of the gap over that interval, the own test "
+        "split taken as exact). '(within the interval)': the interval reaches both sides of the target, so these "
+        "units cannot tell met from missed.\n"]
     lines.append("## Targets\n")
     header = ["target", *(f"{float(r) / 1000:g} kHz" for r in rates), "verdict"]
     rows = []
@@ -323,13 +387,16 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
         values = [(results[r]["results"][task]["evaluation"]["summary"]["mean"] if stat else
                    results[r]["results"][task]["evaluation"]["accuracy"]) if task in results[r]["results"] else None
                   for r in rates]
-        rows.append(_target_row(f"{name} ≥ {goal:g}", values, lambda v, g=goal: v >= g))
+        intervals = [_task_interval(results[r]["results"][task]["evaluation"], task)
+                     if task in results[r]["results"] else None for r in rates]
+        rows.append(_target_row(f"{name} ≥ {goal:g}", values, lambda v, g=goal: v >= g, intervals))
         own = [(results[r]["results"][task]["own_test"]["summary"]["mean"] if stat else
                 results[r]["results"][task]["own_test"]["accuracy"]) if task in results[r]["results"] else None
                for r in rates]
         gaps = [None if v is None or o is None else abs(o - v) for v, o in zip(values, own)]
+        gap_intervals = [None if o is None or ci is None else _gap_interval(o, ci) for o, ci in zip(own, intervals)]
         rows.append(_target_row(f"{name}: gap to its own noisy test split (either way) ≤ {t['gap_pp']:g} pp", gaps,
-                                lambda v: v <= t["gap_pp"]))
+                                lambda v: v <= t["gap_pp"], gap_intervals))
         eces = [results[r]["results"][task]["ece"] if task in results[r]["results"] else None for r in rates]
         rows.append(_target_row(f"{task} expected calibration error ≤ {t['ece']:g}", eces, lambda v: v <= t["ece"]))
     lines.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"

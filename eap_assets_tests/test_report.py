@@ -1,0 +1,71 @@
+"""The cross-check report's intervals: how sure its few units make a met or missed target."""
+
+from __future__ import annotations
+
+import pytest
+
+from eap_assets.core import report
+
+
+def _per_type(counts: dict[str, tuple[int, int]]) -> dict[str, dict]:
+    return {t: {"accuracy": 100 * k / n, "n": n} for t, (k, n) in counts.items()}
+
+
+def test_wilson_interval_of_an_accuracy():
+    low, high = report.accuracy_interval(153, 156)  # 98.08 %: the binary figure of 12 units x 13 types
+    assert low < 98.08 < high and high <= 100
+    assert low == pytest.approx(94.5, abs=0.2) and high == pytest.approx(99.3, abs=0.2)
+    assert report.accuracy_interval(12, 12)[1] == pytest.approx(100)  # 100 % has a lower bound below it
+    assert report.accuracy_interval(12, 12)[0] < 80
+    with pytest.raises(ValueError, match="n=0"):
+        report.accuracy_interval(0, 0)
+
+
+def test_mean_over_types_interval_is_seeded_and_shrinks_with_units():
+    few = _per_type({"a": (11, 12), "b": (12, 12), "c": (8, 12)})
+    many = _per_type({"a": (110, 120), "b": (120, 120), "c": (80, 120)})
+    mean = (11 / 12 + 1 + 8 / 12) / 3 * 100
+    low, high = report.mean_accuracy_interval(few)
+    assert low < mean < high
+    assert report.mean_accuracy_interval(few) == (low, high)  # seeded: the same report twice
+    assert report.mean_accuracy_interval(few, seed=1) != (low, high)
+    low_many, high_many = report.mean_accuracy_interval(many)
+    assert low < low_many < mean < high_many < high
+    with pytest.raises(ValueError, match="at least one cell type"):
+        report.mean_accuracy_interval({})
+
+
+def _record(mtype: dict[str, tuple[int, int]], own_mean: float) -> dict:
+    per_type = _per_type(mtype)
+    accuracies = [v["accuracy"] for v in per_type.values()]
+    mean = sum(accuracies) / len(accuracies)
+    evaluation = {"accuracy": mean, "per_cell_type": per_type,
+                  "summary": {"mean": mean, "median": mean, "max": max(accuracies), "min": min(accuracies), "sd": 0.0},
+                  "confusion": {t: {t: 100.0} for t in per_type}}
+    own = {"accuracy": own_mean, "summary": {"mean": own_mean}, "ece": 0.01, "kind": "waveform"}
+    score = {"evaluation": evaluation, "ece": 0.02, "coverage": 1.0, "accuracy_kept": 1.0, "ood_rate": 0.0,
+             "units": sum(n for _, n in mtype.values()), "not_classified": 0, "model": "m", "version": "1",
+             "own_test": own}
+    return {"units": score["units"], "results": {"mtype": score}}
+
+
+SETTINGS = {"rotation": "3drot", "seed": 2018, "units_per_cell": 12, "duration_s": 60.0, "noise_uv": 10.0,
+            "min_amp_uv": 50.0, "max_amp_uv": 300.0}
+
+
+def _target(markdown: str, starts: str) -> str:
+    return next(line for line in markdown.splitlines() if line.startswith(f"| {starts}"))
+
+
+def test_targets_say_when_the_units_cannot_tell_met_from_missed():
+    """88 % over 12 units a type is below 90 % but its interval reaches above it; over 1200 it is a clear miss."""
+    few = {t: (k, 12) for t, k in zip("abcd", (11, 10, 11, 10))}  # mean 87.5 %
+    text, _ = report.crosscheck_markdown({"32000": _record(few, own_mean=84.0)}, SETTINGS)
+    row = _target(text, "m-type mean over cell types ≥ 90")
+    assert "87.50 [" in row and row.endswith("missed (within the interval) |")
+    gap = _target(text, "m-type mean over cell types: gap")
+    assert "3.50 [" in gap and "(within the interval)" in gap
+    many = {t: (k * 100, 1200) for t, (k, _) in few.items()}
+    text, _ = report.crosscheck_markdown({"32000": _record(many, own_mean=84.0)}, SETTINGS)
+    assert _target(text, "m-type mean over cell types ≥ 90").endswith("| missed |")
+    assert "95% intervals" in text
