@@ -12,25 +12,30 @@ def _per_type(counts: dict[str, tuple[int, int]]) -> dict[str, dict]:
 
 
 def test_wilson_interval_of_an_accuracy():
-    low, high = report.accuracy_interval(153, 156)  # 98.08 %: the binary figure of 12 units x 13 types
-    assert low < 98.08 < high and high <= 100
-    assert low == pytest.approx(94.5, abs=0.2) and high == pytest.approx(99.3, abs=0.2)
-    assert report.accuracy_interval(12, 12)[1] == pytest.approx(100)  # 100 % has a lower bound below it
-    assert report.accuracy_interval(12, 12)[0] < 80
+    low, high = report.accuracy_interval(100 * 153 / 156, 156)  # 98.08 %: 12 units x 13 types, 3 wrong
+    assert low == pytest.approx(94.5, abs=0.1) and high == pytest.approx(99.3, abs=0.1)
+    from scipy.stats import binomtest  # the same interval as SciPy's
+
+    ci = binomtest(153, 156).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (low, high) == pytest.approx((100 * ci.low, 100 * ci.high))
+    low, high = report.accuracy_interval(100.0, 12)  # 100 % still has a lower bound below it
+    assert high == pytest.approx(100) and low < 80
     with pytest.raises(ValueError, match="n=0"):
-        report.accuracy_interval(0, 0)
+        report.accuracy_interval(50.0, 0)
+    with pytest.raises(ValueError, match="0-100"):
+        report.accuracy_interval(101.0, 10)
 
 
-def test_mean_over_types_interval_is_seeded_and_shrinks_with_units():
+def test_mean_over_types_interval_pools_equal_types_and_shrinks_with_units():
     few = _per_type({"a": (11, 12), "b": (12, 12), "c": (8, 12)})
     many = _per_type({"a": (110, 120), "b": (120, 120), "c": (80, 120)})
-    mean = (11 / 12 + 1 + 8 / 12) / 3 * 100
+    assert report.mean_accuracy_interval(few) == pytest.approx(report.accuracy_interval(100 * 31 / 36, 36))
     low, high = report.mean_accuracy_interval(few)
-    assert low < mean < high
-    assert report.mean_accuracy_interval(few) == (low, high)  # seeded: the same report twice
-    assert report.mean_accuracy_interval(few, seed=1) != (low, high)
     low_many, high_many = report.mean_accuracy_interval(many)
-    assert low < low_many < mean < high_many < high
+    assert low < low_many < 100 * 31 / 36 < high_many < high
+    uneven = _per_type({"a": (11, 12), "b": (60, 60)})  # effective units 4 / (1/12 + 1/60) = 40, not 72
+    assert report.mean_accuracy_interval(uneven) == pytest.approx(
+        report.accuracy_interval(100 * (11 / 12 + 1) / 2, 40))
     with pytest.raises(ValueError, match="at least one cell type"):
         report.mean_accuracy_interval({})
 
@@ -68,4 +73,4 @@ def test_targets_say_when_the_units_cannot_tell_met_from_missed():
     many = {t: (k * 100, 1200) for t, (k, _) in few.items()}
     text, _ = report.crosscheck_markdown({"32000": _record(many, own_mean=84.0)}, SETTINGS)
     assert _target(text, "m-type mean over cell types ≥ 90").endswith("| missed |")
-    assert "95% intervals" in text
+    assert "95% Wilson intervals" in text

@@ -281,27 +281,32 @@ def generalisation_markdown(results: dict[tuple[str, str], dict]) -> tuple[str, 
 CROSSCHECK_TARGETS = {"binary": 98.0, "mtype": 90.0, "gap_pp": 3.0, "ece": 0.05}
 
 
-#: Coverage of the intervals in the cross-check's targets table, and the Monte-Carlo draws of the m-type one.
-INTERVAL_LEVEL, INTERVAL_DRAWS = 0.95, 20000
+#: Coverage of the intervals in the cross-check's targets table.
+INTERVAL_LEVEL = 0.95
 
 
-def accuracy_interval(correct: int, n: int, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
-    """Wilson score interval of an accuracy of ``correct`` out of ``n`` units, in %."""
-    from scipy.stats import binomtest
+def accuracy_interval(accuracy: float, n: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Wilson score interval of an accuracy (%) measured on ``n`` units, in %.
 
-    if n <= 0:
+    Unlike the normal approximation it stays inside 0–100 % and is not empty at 0 or 100 %."""
+    from scipy.stats import norm
+
+    if not n > 0:
         raise ValueError(f"an accuracy interval needs units: n={n}")
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return 100 * ci.low, 100 * ci.high
+    if not 0 <= accuracy <= 100:
+        raise ValueError(f"an accuracy is a percentage in 0-100: {accuracy}")
+    p, z = accuracy / 100, float(norm.ppf((1 + level) / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return 100 * max(centre - half, 0.0), 100 * min(centre + half, 1.0)
 
 
-def mean_accuracy_interval(per_type: dict[str, dict], level: float = INTERVAL_LEVEL, draws: int = INTERVAL_DRAWS,
-                           seed: int = 0) -> tuple[float, float]:
-    """Equal-tailed interval of the mean over cell types of per-type accuracies, in %.
+def mean_accuracy_interval(per_type: dict[str, dict], level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Wilson interval of the mean over cell types of per-type accuracies, in %.
 
-    Each type's accuracy gets its Jeffreys posterior Beta(k + 1/2, n - k + 1/2) (``k`` correct of its ``n``
-    units; defined at 0 and 100 %, where a binomial standard error is 0); the mean over types is drawn
-    ``draws`` times with a seeded generator.
+    The mean of T accuracies on n_t units each has the variance of one accuracy on T² / Σ 1/n_t units
+    (for a common accuracy): that effective count goes into :func:`accuracy_interval`. With the same units
+    in every type it is the pooled count, and the interval that of the accuracy over all units.
 
     Parameters
     ----------
@@ -310,12 +315,11 @@ def mean_accuracy_interval(per_type: dict[str, dict], level: float = INTERVAL_LE
     """
     if not per_type:
         raise ValueError("a mean-accuracy interval needs at least one cell type")
-    rng = np.random.default_rng(seed)
     n = np.array([v["n"] for v in per_type.values()], dtype=float)
-    k = np.rint(np.array([v["accuracy"] for v in per_type.values()]) / 100 * n)
-    means = rng.beta(k + 0.5, n - k + 0.5, size=(draws, len(n))).mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return 100 * float(low), 100 * float(high)
+    if (n <= 0).any():
+        raise ValueError(f"every cell type of a mean-accuracy interval needs units: {per_type}")
+    mean = float(np.mean([v["accuracy"] for v in per_type.values()]))
+    return accuracy_interval(mean, len(n) ** 2 / float(np.sum(1 / n)), level)
 
 
 def _gap_interval(own: float, interval: tuple[float, float]) -> tuple[float, float]:
@@ -343,8 +347,7 @@ def _task_interval(evaluation: dict, task: str) -> tuple[float, float]:
     per_type = evaluation["per_cell_type"]
     if task == "mtype":
         return mean_accuracy_interval(per_type)
-    n = sum(v["n"] for v in per_type.values())
-    return accuracy_interval(round(evaluation["accuracy"] / 100 * n), n)
+    return accuracy_interval(evaluation["accuracy"], sum(v["n"] for v in per_type.values()))
 
 
 def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, pd.DataFrame]:
@@ -374,11 +377,10 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
         "ground-truth units (`templates`: average of ≤ 500 random spikes, 1 ms before / 2 ms after). "
         "`eap_assets.classify` classified every unit of the analyzer with the champions "
         "(`unit_classifier_<probe>_<rotation>_<task>@champion`). Accuracies in %.\n",
-        f"In brackets: {INTERVAL_LEVEL:.0%} intervals of the cross-check's figure from its units alone (binary: Wilson "
-        "interval over units; m-type mean over cell types: Jeffreys posterior of each type's accuracy, "
-        f"{INTERVAL_DRAWS} seeded draws of the mean; a gap: the range of the gap over that interval, the own test "
-        "split taken as exact). '(within the interval)': the interval reaches both sides of the target, so these "
-        "units cannot tell met from missed.\n"]
+        f"In brackets: {INTERVAL_LEVEL:.0%} Wilson intervals of the cross-check's figure from its units alone (the "
+        "m-type mean over cell types as an accuracy on T² / Σ 1/n_t units, the pooled count when every type has "
+        "as many units; a gap: its range over that interval, the own test split taken as exact). '(within the "
+        "interval)': the interval reaches both sides of the target, so these units cannot tell met from missed.\n"]
     lines.append("## Targets\n")
     header = ["target", *(f"{float(r) / 1000:g} kHz" for r in rates), "verdict"]
     rows = []

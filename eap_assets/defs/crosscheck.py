@@ -226,7 +226,7 @@ def crosscheck(context: dg.AssetExecutionContext, settings: SimulationSettings,
         **figures})
 
 
-@dg.asset(group_name="crosscheck", deps=[crosscheck], kinds={"markdown"}, code_version="crosscheck-report-2",
+@dg.asset(group_name="crosscheck", deps=[crosscheck], kinds={"markdown"}, code_version="crosscheck-report-3",
           op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def crosscheck_report(context: dg.AssetExecutionContext, settings: SimulationSettings,
