@@ -100,6 +100,7 @@ def test_the_crosscheck_classified_every_mearec_unit_through_spikeinterface(trai
             assert score["units"] == 2 * len(CELLS) and score["not_classified"] == 0
             assert set(score["evaluation"]["per_cell_type"]) == {"SBC", "UTPC"}
             assert 0 <= score["ece"] <= 1
+            assert 0 <= score["ece_if_calibrated"][0] <= score["ece_if_calibrated"][1] <= 1
             served = registry.classifier_report(score["model"], score["version"])  # the version that answered
             tags = _version_tags(score["model"], score["version"])
             assert score["own_test"]["accuracy"] == 100 * served["test"]["accuracy"] == 100 * float(tags["test_accuracy"])

@@ -199,6 +199,30 @@ def test_temperature_scaling_fixes_an_overconfident_model_and_keeps_its_predicti
     assert table["rows"].sum() == len(labels) and len(table) == cal.ECE_BINS
 
 
+def test_the_ece_of_a_calibrated_model_on_few_units_is_a_range_above_zero():
+    """On 156 units a calibrated model's ECE is not 0 but a range, which a model whose outcomes follow its
+    confidences lands in, and which a 20 pp overconfident model leaves; more units narrow it."""
+    rng = np.random.default_rng(3)
+    n, k = 156, 13
+    logits = rng.normal(0, 2.5, size=(n, k))
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    low, high = cal.calibrated_ece_range(proba)
+    assert 0 < low < high < 0.2
+    assert cal.calibrated_ece_range(proba) == (low, high)  # seeded
+    predicted = proba.argmax(axis=1)
+    inside = 0
+    for trial in range(40):  # outcomes drawn from the confidences: ECE inside the range ~95 % of the time
+        draw = np.random.default_rng(100 + trial)
+        correct = draw.random(n) < proba.max(axis=1)
+        labels = np.where(correct, predicted, (predicted + draw.integers(1, k, n)) % k)
+        inside += low <= cal.expected_calibration_error(proba, labels) <= high
+    assert inside >= 34
+    labels = np.where(rng.random(n) < proba.max(axis=1) - 0.2, predicted, (predicted + 1) % k)  # overconfident
+    assert cal.expected_calibration_error(proba, labels) > high
+    many = np.repeat(proba, 10, axis=0)
+    assert cal.calibrated_ece_range(many)[1] < high
+
+
 def test_abstention_threshold_is_the_smallest_that_reaches_the_target():
     confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
     correct = np.array([True, True, True, False, True, False])

@@ -48,7 +48,8 @@ def _record(mtype: dict[str, tuple[int, int]], own_mean: float) -> dict:
                   "summary": {"mean": mean, "median": mean, "max": max(accuracies), "min": min(accuracies), "sd": 0.0},
                   "confusion": {t: {t: 100.0} for t in per_type}}
     own = {"accuracy": own_mean, "summary": {"mean": own_mean}, "ece": 0.01, "kind": "waveform"}
-    score = {"evaluation": evaluation, "ece": 0.02, "coverage": 1.0, "accuracy_kept": 1.0, "ood_rate": 0.0,
+    score = {"evaluation": evaluation, "ece": 0.02, "ece_if_calibrated": [0.01, 0.06], "coverage": 1.0,
+             "accuracy_kept": 1.0, "ood_rate": 0.0,
              "units": sum(n for _, n in mtype.values()), "not_classified": 0, "model": "m", "version": "1",
              "own_test": own}
     return {"units": score["units"], "results": {"mtype": score}}
@@ -70,6 +71,7 @@ def test_targets_say_when_the_units_cannot_tell_met_from_missed():
     assert "87.50 [" in row and row.endswith("missed (within the interval) |")
     gap = _target(text, "m-type mean over cell types: gap")
     assert "3.50 [" in gap and "(within the interval)" in gap
+    assert "| 32 kHz mtype | 48 | 0.02 | [0.010, 0.060] |" in text  # the ECE a calibrated model would show
     many = {t: (k * 100, 1200) for t, (k, _) in few.items()}
     text, _ = report.crosscheck_markdown({"32000": _record(many, own_mean=84.0)}, SETTINGS)
     assert _target(text, "m-type mean over cell types ≥ 90").endswith("| missed |")

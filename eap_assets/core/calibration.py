@@ -101,6 +101,35 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, n_bins: in
     return float((weights * (filled["accuracy"] - filled["confidence"]).abs()).sum())
 
 
+def calibrated_ece_range(proba: np.ndarray, level: float = 0.95, draws: int = 4000, seed: int = 0,
+                         n_bins: int = ECE_BINS) -> tuple[float, float]:
+    """The ECE that a perfectly calibrated classifier with these confidences shows on this many rows.
+
+    ECE over few rows is biased upwards: even a calibrated classifier's bins miss their confidence by
+    chance. This is the equal-tailed ``level`` range of that ECE (consistency resampling, Bröcker & Smith
+    2007): in each of ``draws`` seeded draws every row is correct with probability its confidence, and
+    the ECE of those outcomes is taken with the same bins. An observed ECE inside the range is no
+    evidence of miscalibration on these rows.
+
+    Parameters
+    ----------
+    proba : ndarray, shape (n_rows, n_classes)
+        The (calibrated) class probabilities of the rows.
+    """
+    proba = _check_proba(proba)
+    confidence = proba.max(axis=1)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    one_hot = np.zeros((len(confidence), n_bins))
+    one_hot[np.arange(len(confidence)), which] = 1.0
+    rng = np.random.default_rng(seed)
+    # per bin, share of rows x |accuracy - mean confidence| = |sum over its rows of (correct - confidence)| / rows
+    surprise = (rng.random((draws, len(confidence))) < confidence).astype(float) - confidence
+    eces = np.abs(surprise @ one_hot).sum(axis=1) / len(confidence)
+    low, high = np.quantile(eces, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def abstain_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
     """The smallest confidence threshold whose retained rows (confidence >= threshold) are at least
     ``target_accuracy`` correct; 0 when every row together already is, and just above the largest

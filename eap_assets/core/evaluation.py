@@ -145,10 +145,12 @@ def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_
     dict
         ``evaluation`` (:meth:`Evaluation.to_dict`: accuracy, per cell type, Table III summary,
         confusion; all units that were classified), ``ece`` and ``reliability`` (records) of the
-        calibrated confidence, ``coverage`` and ``accuracy_kept`` (units not abstained on), ``ood_rate``,
+        calibrated confidence, ``ece_if_calibrated`` (the 95 % range of the ECE that a perfectly calibrated
+        classifier with these confidences would show on these units: :func:`calibrated_ece_range`),
+        ``coverage`` and ``accuracy_kept`` (units not abstained on), ``ood_rate``,
         ``units`` and ``not_classified``.
     """
-    from eap_assets.core.calibration import expected_calibration_error, reliability
+    from eap_assets.core.calibration import calibrated_ece_range, expected_calibration_error, reliability
 
     prefix = f"{task}_"
     classes = [c[len(prefix) + 2:] for c in answers.columns if c.startswith(f"{prefix}p_")]
@@ -165,6 +167,7 @@ def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_
     correct = y_true == y_pred
     result = evaluate(y_true, y_pred, classes, truth_mtype[rows])
     return {"evaluation": result.to_dict(), "ece": expected_calibration_error(proba, y_true),
+            "ece_if_calibrated": list(calibrated_ece_range(proba)) if len(proba) else [float("nan")] * 2,
             "reliability": reliability(proba, y_true).to_dict(orient="records"),
             "coverage": float(kept.mean()), "accuracy_kept": float(correct[kept].mean()) if kept.any() else float("nan"),
             "ood_rate": float(answers.loc[rows, f"{prefix}ood"].astype(bool).mean()), "units": int(rows.sum()),
