@@ -90,6 +90,11 @@ class RssSampler(threading.Thread):
         self.join()
 
 
+def _run_count(result: dict) -> int:
+    """Dagster runs behind one stage partition's result (``run_id``: their ids, comma-separated)."""
+    return len(result["run_id"].split(",")) if result.get("run_id") else 1
+
+
 def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: float) -> list[dict]:
     """Per stage: runs, span, summed run time, peak RSS (tree, sampled) and peak worker RSS."""
     rows = []
@@ -98,9 +103,10 @@ def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: floa
         if not runs:
             continue
         start = min(r["started"] for r in runs)
-        end = max(r["started"] + r["seconds"] for r in runs)
+        end = max(r.get("ended") or r["started"] + r["seconds"] for r in runs)
         inside = [rss for t, rss in samples if start <= t <= end]
-        rows.append({"stage": stage, "job": job, "runs": len(runs), "start_s": round(start - t0, 1),
+        rows.append({"stage": stage, "job": job, "runs": sum(_run_count(r) for r in runs),
+                     "start_s": round(start - t0, 1),
                      "end_s": round(end - t0, 1), "span_s": round(end - start, 1),
                      "run_seconds_sum": round(sum(r["seconds"] for r in runs), 1),
                      "longest_run_s": max(r["seconds"] for r in runs),
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": f"make run RUN_ARGS=\"--data-dir <fresh> {args.run_args}\" with DAGSTER_HOME=<fresh>",
         "bench_command": benchlib.command_line(),
         "run_args": args.run_args, "exit_code": code, "wall_s": round(wall, 1),
-        "runs": sum(r["status"] == "done" for r in summary), "failed": len(failed),
+        "runs": sum(_run_count(r) for r in summary if r["status"] == "done"), "failed": len(failed),
         "failures": [f"{r['job']} {r['partition']}: {r['error']}" for r in failed][:10],
         "peak_rss_tree_mib": round(max((rss for _, rss in sampler.samples), default=0.0), 0),
         "stages": stage_rows(summary, sampler.samples, t0), "accuracy": accuracy_rows(data_dir),

@@ -67,6 +67,7 @@ class TaskResult:
     run_id: str | None = None
     error: str | None = None
     started: float | None = None  # time.time() when the run started in its worker
+    ended: float | None = None  # ... and when it ended (of the last run, when the partition took several)
     peak_rss_mib: float | None = None  # the worker process's peak RSS so far (ru_maxrss; an upper bound for this run)
 
 
@@ -535,6 +536,20 @@ def _over(status: str, runs: Sequence[dg.DagsterRun]) -> bool:
     return status in BACKFILL_DONE and all(r.is_finished for r in runs)
 
 
+def _merge_into(first: TaskResult, other: TaskResult) -> None:
+    """``other``, a later run of the same stage partition, folded into ``first``: failed if either failed, the
+    run times added, both run ids (comma-separated), the earliest start and the latest end."""
+    if other.status == "failed":
+        first.status = "failed"
+        first.error = "; ".join(e for e in (first.error, other.error) if e)
+    first.seconds = round(first.seconds + other.seconds, 1)
+    first.run_id = ",".join(r for r in (first.run_id, other.run_id) if r)
+    if other.started is not None and (first.started is None or other.started < first.started):
+        first.started = other.started
+    if other.ended is not None and (first.ended is None or other.ended > first.ended):
+        first.ended = other.ended
+
+
 class Backfill:
     """One asset backfill of a :class:`Plan`'s targets through the instance's run queue, followed run by run;
     Ctrl-C cancels it (its runs in progress are cancelled) and re-raises."""
@@ -552,7 +567,7 @@ class Backfill:
         self.log(f"backfill {backfill_id}: {sum(len(k or [None]) for k in self.plan.targets.values())} asset "
                  f"partitions in {n_stage} stage partitions; runs in the UI under Overview > Backfills")
         seen: set[str] = set()
-        reached: set[tuple[str, str]] = set()
+        reached: dict[tuple[str, str], TaskResult] = {}  # one result per stage partition, over all its runs
         try:
             while True:
                 status, runs = self._state(local, backfill_id)
@@ -561,8 +576,12 @@ class Backfill:
                         continue
                     seen.add(run.run_id)
                     for result in self._results(run):
-                        reached.add((result.job, result.partition))
-                        self.report.results.append(result)
+                        key = (result.job, result.partition)
+                        if key in reached:  # Dagster ran the stage partition's assets in more than one run
+                            _merge_into(reached[key], result)
+                        else:
+                            reached[key] = result
+                            self.report.results.append(result)
                         detail = (f"done in {result.seconds:.1f} s" if result.status == "done"
                                   else f"FAILED after {result.seconds:.1f} s: {result.error}")
                         self.log(f"[{len(reached):>3}/{n_stage}] {result.job} {result.partition}: {detail}")
@@ -613,7 +632,8 @@ class Backfill:
         if not ok and error is None:
             error = f"run {run.run_id} {run.status.value.lower()}"
         return [TaskResult(job, run.tags.get("dagster/partition", ""), "done" if ok else "failed",
-                           round((ended or started or 0) - (started or 0), 1), run.run_id, error, started)
+                           round((ended or started or 0) - (started or 0), 1), run.run_id, error, started,
+                           ended=ended)
                 for job in _stage_jobs(assets)]
 
 

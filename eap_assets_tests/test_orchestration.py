@@ -53,6 +53,7 @@ def test_an_interrupted_run_is_cancelled_and_a_rerun_materialises_only_what_is_m
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out[-3000:]
     summary = json.loads((data / "summary.json").read_text())
+    assert len(summary) == len({(r["job"], r["partition"]) for r in summary})  # one line per stage partition
     ran = {(r["job"], r["partition"]) for r in summary if r["status"] == "done"}
     skipped = {(r["job"], r["partition"]) for r in summary if r["status"] == "skipped"}
     cells_done_before = {p for p, assets in done_before if "spike_templates" in assets}
@@ -85,3 +86,18 @@ def test_an_interrupted_run_is_cancelled_and_a_rerun_materialises_only_what_is_m
                             ("evaluation", "norot|binary"), ("evaluation", "norot|mtype")], targeted
     summary = json.loads((data / "summary.json").read_text())
     assert {(r["job"], r["status"]) for r in summary if r["partition"] == "norot"} == {("training_tables_job", "skipped")}
+
+
+def test_a_stage_partition_run_in_two_runs_is_one_result():
+    """A cold paper-scale backfill ran 40 of the 52 EAP partitions as two runs (eap_dataset, then feature_table):
+    summary.json listed them twice. The second run folds into the first result."""
+    from eap_assets.run import TaskResult, _merge_into
+
+    first = TaskResult("eap_datasets_job", "c|norot", "done", 2.0, "run-a", None, started=100.0, ended=102.0)
+    _merge_into(first, TaskResult("eap_datasets_job", "c|norot", "done", 1.5, "run-b", None, started=130.0,
+                                  ended=131.5))
+    assert (first.status, first.seconds, first.run_id, first.started, first.ended) == (
+        "done", 3.5, "run-a,run-b", 100.0, 131.5)
+    _merge_into(first, TaskResult("eap_datasets_job", "c|norot", "failed", 0.5, "run-c", "feature_table: boom",
+                                  started=140.0, ended=140.5))
+    assert first.status == "failed" and first.error == "feature_table: boom" and first.run_id.count(",") == 2
