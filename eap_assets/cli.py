@@ -88,7 +88,7 @@ def _crosscheck(args: argparse.Namespace):
     for name in ("units_per_cell", "duration_s"):
         if getattr(args, f"crosscheck_{name}", None) is not None:
             values[name] = getattr(args, f"crosscheck_{name}")
-    if values.get("units_per_cell", 0) * 2 > values.get("templates_per_cell", 20):
+    if values.get("units_per_cell", 0) * 2 > values.get("templates_per_cell", CrosscheckSettings().templates_per_cell):
         values["templates_per_cell"] = 2 * values["units_per_cell"]
     return CrosscheckSettings(**values)
 
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "distances / cell types, then the generalisation report; crosscheck: MEArec's own templates "
                         "and recordings of the cells classified by the unit classifiers, then its report)")
     p.add_argument("--crosscheck-units-per-cell", type=int, default=None,
-                   help="crosscheck stage: units of every cell model per recording (default 12; 2 with --quick)")
+                   help="crosscheck stage: units of every cell model per recording (default 30; 2 with --quick)")
     p.add_argument("--crosscheck-duration-s", type=float, default=None,
                    help="crosscheck stage: recording length in s (default 60; 5 with --quick)")
     p.add_argument("--recording-rotations", default="",
