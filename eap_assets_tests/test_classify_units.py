@@ -95,16 +95,20 @@ def test_the_crosscheck_classified_every_mearec_unit_through_spikeinterface(trai
         md = _latest("mearec_recording", rate)
         assert md["units"] == 2 * len(CELLS) and md["sampling rate (Hz)"] == float(rate)
         result = json.loads((trained.data_path / "crosscheck" / rate / "result.json").read_text())
+        answers = pd.read_parquet(trained.data_path / "crosscheck" / rate / "answers.parquet")
         for task in ("binary", "mtype"):
             score = result["results"][task]
             assert score["units"] == 2 * len(CELLS) and score["not_classified"] == 0
             assert set(score["evaluation"]["per_cell_type"]) == {"SBC", "UTPC"}
             assert 0 <= score["ece"] <= 1
             assert 0 <= score["ece_if_calibrated"][0] <= score["ece_if_calibrated"][1] <= 1
+            ood = answers[f"{task}_ood"].astype(bool)  # accuracy split by the OOD flag
+            right = answers[f"{task}_predicted"] == (answers["mtype"] if task == "mtype" else answers["ei"])
+            for key, rows in (("accuracy_in_distribution", ~ood), ("accuracy_ood", ood)):
+                assert np.isnan(score[key]) if not rows.any() else score[key] == pytest.approx(right[rows].mean())
             served = registry.classifier_report(score["model"], score["version"])  # the version that answered
             tags = _version_tags(score["model"], score["version"])
             assert score["own_test"]["accuracy"] == 100 * served["test"]["accuracy"] == 100 * float(tags["test_accuracy"])
-        answers = pd.read_parquet(trained.data_path / "crosscheck" / rate / "answers.parquet")
         assert set(answers["cell"]) == set(CELLS) and answers["binary_predicted"].isin(["E", "I"]).all()
         analyzer = si.load_sorting_analyzer(trained.data_path / "crosscheck" / rate / "analyzer")
         assert analyzer.sampling_frequency == float(rate)

@@ -49,7 +49,7 @@ def _record(mtype: dict[str, tuple[int, int]], own_mean: float) -> dict:
                   "confusion": {t: {t: 100.0} for t in per_type}}
     own = {"accuracy": own_mean, "summary": {"mean": own_mean}, "ece": 0.01, "kind": "waveform"}
     score = {"evaluation": evaluation, "ece": 0.02, "ece_if_calibrated": [0.01, 0.06], "coverage": 1.0,
-             "accuracy_kept": 1.0, "ood_rate": 0.0,
+             "accuracy_kept": 1.0, "ood_rate": 0.5, "accuracy_in_distribution": 0.95, "accuracy_ood": 0.8,
              "units": sum(n for _, n in mtype.values()), "not_classified": 0, "model": "m", "version": "1",
              "own_test": own}
     return {"units": score["units"], "results": {"mtype": score}}
@@ -72,6 +72,7 @@ def test_targets_say_when_the_units_cannot_tell_met_from_missed():
     gap = _target(text, "m-type mean over cell types: gap")
     assert "3.50 [" in gap and "(within the interval)" in gap
     assert "| 32 kHz mtype | 48 | 0.02 | [0.010, 0.060] |" in text  # the ECE a calibrated model would show
+    assert "| 50.00 | 95.00 | 80.00 |" in text  # OOD flagged %, accuracy of the units without and with a flag
     many = {t: (k * 100, 1200) for t, (k, _) in few.items()}
     text, _ = report.crosscheck_markdown({"32000": _record(many, own_mean=84.0)}, SETTINGS)
     assert _target(text, "m-type mean over cell types ≥ 90").endswith("| missed |")

@@ -125,6 +125,11 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], cell_ty
                       n=int(y_true.size), classes=classes)
 
 
+def _share(flags: np.ndarray) -> float:
+    """Share of True in ``flags`` (NaN when empty)."""
+    return float(flags.mean()) if flags.size else float("nan")
+
+
 def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_of: dict[str, str]) -> dict[str, Any]:
     """Score a classifier's per-unit answers (``eap_assets.classify`` columns ``<task>_*``) against the truth.
 
@@ -147,7 +152,8 @@ def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_
         confusion; all units that were classified), ``ece`` and ``reliability`` (records) of the
         calibrated confidence, ``ece_if_calibrated`` (the 95 % range of the ECE that a perfectly calibrated
         classifier with these confidences would show on these units: :func:`calibrated_ece_range`),
-        ``coverage`` and ``accuracy_kept`` (units not abstained on), ``ood_rate``,
+        ``coverage`` and ``accuracy_kept`` (units not abstained on), ``ood_rate``, ``accuracy_in_distribution``
+        and ``accuracy_ood`` (of the units without and with an out-of-distribution flag; NaN if none),
         ``units`` and ``not_classified``.
     """
     from eap_assets.core.calibration import calibrated_ece_range, expected_calibration_error, reliability
@@ -165,10 +171,12 @@ def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_
     proba = answers.loc[rows, [f"{prefix}p_{c}" for c in classes]].to_numpy(np.float64)
     kept = ~answers.loc[rows, f"{prefix}abstained"].astype(bool).to_numpy()
     correct = y_true == y_pred
+    ood = answers.loc[rows, f"{prefix}ood"].astype(bool).to_numpy()
     result = evaluate(y_true, y_pred, classes, truth_mtype[rows])
     return {"evaluation": result.to_dict(), "ece": expected_calibration_error(proba, y_true),
             "ece_if_calibrated": list(calibrated_ece_range(proba)) if len(proba) else [float("nan")] * 2,
             "reliability": reliability(proba, y_true).to_dict(orient="records"),
             "coverage": float(kept.mean()), "accuracy_kept": float(correct[kept].mean()) if kept.any() else float("nan"),
-            "ood_rate": float(answers.loc[rows, f"{prefix}ood"].astype(bool).mean()), "units": int(rows.sum()),
+            "ood_rate": float(ood.mean()), "accuracy_in_distribution": _share(correct[~ood]),
+            "accuracy_ood": _share(correct[ood]), "units": int(rows.sum()),
             "not_classified": int((~classified).sum()), "unknown_truth": int((classified & ~known).sum())}

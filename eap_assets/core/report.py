@@ -434,7 +434,9 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
     lines.append("'ECE if calibrated': the range of the ECE that a perfectly calibrated classifier with the same "
                  "confidences would show on these units (each unit correct with probability its confidence, 4000 "
                  "seeded draws, the same 15 bins): over a few hundred units ECE is biased upwards, and an ECE "
-                 "inside this range is no evidence of miscalibration.\n")
+                 "inside this range is no evidence of miscalibration. 'Accuracy, not flagged' / 'flagged': of the "
+                 "units without / with an out-of-distribution flag (amplitude outside the training range, largest "
+                 "on an edge contact of the probe, waveform far from the training waveforms).\n")
     calib = {}
     for r in rates:
         for task, score in results[r]["results"].items():
@@ -444,6 +446,8 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
                 if "ece_if_calibrated" in score else "–",
                 "coverage (not abstained) %": 100 * score["coverage"],
                 "accuracy of retained units %": 100 * score["accuracy_kept"], "OOD flagged %": 100 * score["ood_rate"],
+                "accuracy, not flagged %": 100 * score.get("accuracy_in_distribution", float("nan")),
+                "accuracy, flagged %": 100 * score.get("accuracy_ood", float("nan")),
                 "not classified": score["not_classified"]}
     calib_frame = pd.DataFrame(calib).T
     calib_frame.index.name = "recording, task"

@@ -163,7 +163,7 @@ def result_path(settings: SimulationSettings, rate: str):
 @dg.asset(partitions_def=rate_partitions, group_name="crosscheck",
           deps=[mearec_recording, dg.AssetDep(unit_classifier, partition_mapping=dg.AllPartitionMapping()),
                 "crosscheck_settings"],
-          kinds={"mlflow"}, code_version="crosscheck-score-2", op_tags=k8s_op_tags("tensorflow"),
+          kinds={"mlflow"}, code_version="crosscheck-score-3", op_tags=k8s_op_tags("tensorflow"),
           retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def crosscheck(context: dg.AssetExecutionContext, settings: SimulationSettings,
@@ -228,7 +228,7 @@ def crosscheck(context: dg.AssetExecutionContext, settings: SimulationSettings,
         **figures})
 
 
-@dg.asset(group_name="crosscheck", deps=[crosscheck], kinds={"markdown"}, code_version="crosscheck-report-4",
+@dg.asset(group_name="crosscheck", deps=[crosscheck], kinds={"markdown"}, code_version="crosscheck-report-5",
           op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def crosscheck_report(context: dg.AssetExecutionContext, settings: SimulationSettings,
