@@ -26,6 +26,8 @@ import pandas as pd
 
 #: Bins of the expected calibration error and of the reliability diagram.
 ECE_BINS = 15
+#: Seeded draws of :func:`calibrated_ece_range`.
+ECE_RANGE_DRAWS = 4000
 _EPS = 1e-12
 
 
@@ -74,14 +76,20 @@ def fit_temperature(proba: np.ndarray, labels: np.ndarray, bounds: tuple[float, 
     return float(np.exp(result.x))
 
 
+def _confidence_bins(confidence: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_bins + 1`` equal-width bin edges over [0, 1] and each confidence's bin (right-closed;
+    a confidence of 0 falls in the first bin)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return edges, np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+
+
 def reliability(proba: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> pd.DataFrame:
     """Per confidence bin: range, rows, mean confidence and accuracy (the reliability diagram's table)."""
     proba = _check_proba(proba)
     labels = np.asarray(labels, dtype=np.int64)
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    edges, which = _confidence_bins(confidence, n_bins)
     rows = []
     for b in range(n_bins):
         mine = which == b
@@ -101,7 +109,7 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, n_bins: in
     return float((weights * (filled["accuracy"] - filled["confidence"]).abs()).sum())
 
 
-def calibrated_ece_range(proba: np.ndarray, level: float = 0.95, draws: int = 4000, seed: int = 0,
+def calibrated_ece_range(proba: np.ndarray, level: float = 0.95, draws: int = ECE_RANGE_DRAWS, seed: int = 0,
                          n_bins: int = ECE_BINS) -> tuple[float, float]:
     """The ECE that a perfectly calibrated classifier with these confidences shows on this many rows.
 
@@ -118,8 +126,7 @@ def calibrated_ece_range(proba: np.ndarray, level: float = 0.95, draws: int = 40
     """
     proba = _check_proba(proba)
     confidence = proba.max(axis=1)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    _, which = _confidence_bins(confidence, n_bins)
     one_hot = np.zeros((len(confidence), n_bins))
     one_hot[np.arange(len(confidence)), which] = 1.0
     rng = np.random.default_rng(seed)
