@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from eap_assets.core import paper
+from eap_assets.core.calibration import ECE_BINS, ECE_RANGE_DRAWS
 from eap_assets.core.models import MODEL_KINDS, PAPER_MTYPES
 
 #: How tables name each model kind (and the paper's width rule).
@@ -344,10 +345,9 @@ def _target_row(label: str, values: list[float | None], ok,
 
 def _task_interval(evaluation: dict, task: str) -> tuple[float, float]:
     """95 % interval of a cross-check task's target statistic: binary accuracy over units, m-type mean over types."""
-    per_type = evaluation["per_cell_type"]
     if task == "mtype":
-        return mean_accuracy_interval(per_type)
-    return accuracy_interval(evaluation["accuracy"], sum(v["n"] for v in per_type.values()))
+        return mean_accuracy_interval(evaluation["per_cell_type"])
+    return accuracy_interval(evaluation["accuracy"], evaluation["n"])
 
 
 def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, pd.DataFrame]:
@@ -432,8 +432,8 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
         lines.append("\n" + _md(pd.DataFrame(summary).rename_axis("over cell types")))
     lines.append("\n## Calibration, abstention, out-of-distribution flags\n")
     lines.append("'ECE if calibrated': the range of the ECE that a perfectly calibrated classifier with the same "
-                 "confidences would show on these units (each unit correct with probability its confidence, 4000 "
-                 "seeded draws, the same 15 bins): over a few hundred units ECE is biased upwards, and an ECE "
+                 "confidences would show on these units (each unit correct with probability its confidence, "
+                 f"{ECE_RANGE_DRAWS} seeded draws, the same {ECE_BINS} bins): over a few hundred units ECE is biased upwards, and an ECE "
                  "inside this range is no evidence of miscalibration. 'Accuracy, not flagged' / 'flagged': of the "
                  "units without / with an out-of-distribution flag (amplitude outside the training range, largest "
                  "on an edge contact of the probe, waveform far from the training waveforms).\n")
