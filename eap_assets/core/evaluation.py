@@ -176,7 +176,7 @@ def score_answers(answers: pd.DataFrame, task: str, truth_mtype: np.ndarray, ei_
     return {"evaluation": result.to_dict(), "ece": expected_calibration_error(proba, y_true),
             "ece_if_calibrated": list(calibrated_ece_range(proba)) if len(proba) else [float("nan")] * 2,
             "reliability": reliability(proba, y_true).to_dict(orient="records"),
-            "coverage": float(kept.mean()), "accuracy_kept": float(correct[kept].mean()) if kept.any() else float("nan"),
-            "ood_rate": float(ood.mean()), "accuracy_in_distribution": _share(correct[~ood]),
+            "coverage": _share(kept), "accuracy_kept": _share(correct[kept]),
+            "ood_rate": _share(ood), "accuracy_in_distribution": _share(correct[~ood]),
             "accuracy_ood": _share(correct[ood]), "units": int(rows.sum()),
             "not_classified": int((~classified).sum()), "unknown_truth": int((classified & ~known).sum())}
