@@ -88,7 +88,8 @@ def _crosscheck(args: argparse.Namespace):
     for name in ("units_per_cell", "duration_s"):
         if getattr(args, f"crosscheck_{name}", None) is not None:
             values[name] = getattr(args, f"crosscheck_{name}")
-    if values.get("units_per_cell", 0) * 2 > values.get("templates_per_cell", CrosscheckSettings().templates_per_cell):
+    templates_per_cell = values.get("templates_per_cell", CrosscheckSettings.model_fields["templates_per_cell"].default)
+    if values.get("units_per_cell", 0) * 2 > templates_per_cell:
         values["templates_per_cell"] = 2 * values["units_per_cell"]
     return CrosscheckSettings(**values)
 
