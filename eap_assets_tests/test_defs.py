@@ -580,7 +580,7 @@ def test_a_new_cell_model_folder_reaches_a_new_registered_model_by_automation_al
             except OSError:
                 time.sleep(2)
         shutil.copytree(models[INTERNEURON].path, folder / new, ignore=shutil.ignore_patterns("__pycache__", "x86_64"))
-        deadline, found = time.time() + 1500, None  # a loaded machine: the two norot model runs take ~10 min
+        deadline, found = time.time() + 1500, None  # generous: the other xdist worker loads the machine
         while time.time() < deadline and ui.poll() is None and found is None:
             time.sleep(10)
             found = next((v for v in _versions(name) if v.version not in versions_before
