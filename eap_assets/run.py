@@ -42,8 +42,8 @@ from eap_assets.defs.crosscheck import CrosscheckSettings, rate_partitions
 from eap_assets.defs.generalisation import GeneralisationSettings
 from eap_assets.defs.partitions import (cell_partitions, cell_rotation_key, recording_rotation_partitions,
                                         rotation_partitions)
-from eap_assets.defs.resources import RecordingSettings, SimulationSettings
-from eap_assets.defs.settings import resource_fields, write_settings
+from eap_assets.defs.resources import RecordingSettings, SimulationSettings, resource_fields
+from eap_assets.defs.settings import write_settings
 from eap_assets.defs.sources import observe_sources
 from eap_assets.defs.training import TrainingSettings, rotation_task_key
 from eap_assets.local import BACKFILL_DONE, LocalDagster, ensure_dagster_home

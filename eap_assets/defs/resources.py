@@ -175,6 +175,12 @@ class SimulationSettings(dg.ConfigurableResource):
         raise cells.CellModelError(f"cell model {name!r} not found in {', '.join(map(str, self.model_roots()))}")
 
 
+def resource_fields(resource: dg.ConfigurableResource) -> dict:
+    """The configured fields of a resource, by name (what run config, the settings file and the settings
+    sources' data versions hold)."""
+    return {name: getattr(resource, name) for name in type(resource).model_fields}
+
+
 def default_settings() -> SimulationSettings:
     """Settings of this deployment: defaults, overridden by ``EAP_ASSETS_*`` environment variables."""
     folders = [f for f in os.environ.get(ENV_MODEL_FOLDERS, "").split(os.pathsep) if f]

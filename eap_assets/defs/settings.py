@@ -19,7 +19,7 @@ import dagster as dg
 from eap_assets.core.storage import atomic_write_text
 from eap_assets.defs.crosscheck import CrosscheckSettings
 from eap_assets.defs.generalisation import GeneralisationSettings
-from eap_assets.defs.resources import RecordingSettings, SimulationSettings, default_settings
+from eap_assets.defs.resources import RecordingSettings, SimulationSettings, default_settings, resource_fields
 from eap_assets.defs.training import TrainingSettings
 from eap_assets.local import settings_path
 
@@ -29,11 +29,6 @@ RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
     "crosscheck_settings": CrosscheckSettings, "generalisation_settings": GeneralisationSettings}
 #: Fields that belong to one run, never to the deployment (``--force`` must not stick).
 RUN_ONLY_FIELDS = {"settings": ("force",)}
-
-
-def resource_fields(resource: dg.ConfigurableResource) -> dict:
-    """The configured fields of a resource, by name (what run config and the file hold)."""
-    return {name: getattr(resource, name) for name in type(resource).model_fields}
 
 
 def write_settings(resources: dict[str, dg.ConfigurableResource], home: str | os.PathLike | None = None) -> Path:

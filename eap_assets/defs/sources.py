@@ -36,6 +36,7 @@ from eap_assets.core import cells
 from eap_assets.core.keys import settings_hash
 from eap_assets.core.probe import probe_name
 from eap_assets.defs.partitions import cell_partitions
+from eap_assets.defs.resources import resource_fields
 from eap_assets.defs.tags import k8s_op_tags
 
 #: Dagster's tag of an event's data version (``AssetObservation.data_version`` reads it).
@@ -57,10 +58,6 @@ def _fields(resource, names: Iterable[str]) -> dict:
     return values
 
 
-def _whole(resource) -> dict:
-    return {name: getattr(resource, name) for name in type(resource).model_fields}
-
-
 def _recipe(kind: str) -> Callable[[Mapping], object]:
     return lambda r: asdict(r["training"].config_for(kind))
 
@@ -77,13 +74,13 @@ SETTINGS_SOURCES: dict[str, tuple[tuple[str, ...], Callable[[Mapping], object], 
     "cnn_recipe": (("training",), _recipe("cnn"), "Training recipe of the CNNs."),
     "lgbm_recipe": (("training",), _recipe("lgbm"), "Training recipe of the LightGBM models."),
     "waveform_recipe": (("training",), _recipe("waveform"), "Training recipe of the waveform models."),
-    "recording_settings": (("recording",), lambda r: _whole(r["recording"]),
+    "recording_settings": (("recording",), lambda r: resource_fields(r["recording"]),
                            "What looks like a recording: EAPs, augmentation, input spec and abstention of the "
                            "models for real recordings."),
     "crosscheck_settings": (("crosscheck_settings", "settings"),
-                            lambda r: [_whole(r["crosscheck_settings"]), probe_name(r["settings"].probe)],
+                            lambda r: [resource_fields(r["crosscheck_settings"]), probe_name(r["settings"].probe)],
                             "MEArec's templates and recordings of the cross-simulator check (and the probe)."),
-    "generalisation_settings": (("generalisation_settings",), lambda r: _whole(r["generalisation_settings"]),
+    "generalisation_settings": (("generalisation_settings",), lambda r: resource_fields(r["generalisation_settings"]),
                                 "The generalisation protocols."),
 }
 CELL_MODEL_FILES = "cell_model_files"
