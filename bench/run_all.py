@@ -268,15 +268,24 @@ def _lgbm_recipe(r: dict) -> list[str]:
     return out
 
 
+def _cycled(r: dict) -> str:
+    """Which ground-truth units the analyzer's units were drawn from (not recorded by runs before 2026-12-05)."""
+    n = r.get("recording_units")
+    if n is None:
+        return ""
+    return (f" (each of its {n} ground-truth units is the source of ~{r['units'] / n:.0f} units: a random half of its "
+            "spikes)")
+
+
 def _classify(r: dict) -> list[str]:
     ok = r["median_s"] <= r["target_s"]
     out = [f"Command: `{r['command']}` ({r['date']}). A SortingAnalyzer of {r['units']} units (binary folder; templates "
-           f"of the cross-check's MEArec recording at {r['rate_hz'] / 1000:g} kHz, so resampling to 32 kHz is part of "
-           f"the work; built in {r['setup_s']} s, not timed), classified by `eap_assets.classify(folder, out=..., "
-           "write_properties=True)` with both champions (binary and m-type) in a fresh Python process. 'Answers': "
-           "from process start to the answers returned (imports, registry lookup, model loading, mapping, "
-           "prediction, CSV and unit properties written); 'process': until the process has ended (Python's "
-           "shutdown included).", "",
+           f"of the cross-check's MEArec recording at {r['rate_hz'] / 1000:g} kHz{_cycled(r)}, so resampling to 32 kHz "
+           f"is part of the work; built in {r['setup_s']} s, not timed), classified by "
+           "`eap_assets.classify(folder, out=..., write_properties=True)` with both champions (binary and m-type) in "
+           "a fresh Python process. 'Answers': from process start to the answers returned (imports, registry "
+           "lookup, model loading, mapping, prediction, CSV and unit properties written); 'process': until the "
+           "process has ended (Python's shutdown included).", "",
            f"**{r['median_s']:.2f} s** median of {len(r['runs'])} runs from process start to the answers for "
            f"{r['units']} units; target ≤ {r['target_s']:g} s ({'met' if ok else 'NOT met'}); "
            f"{r.get('median_process_s', float('nan')):.2f} s to the end of the process.", ""]
