@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from eap_assets.core.recording import EAPS_FACTOR, Augmentation
 from eap_assets.core.stages import QUICK_N_EAPS, QUICK_STIMULUS
 from eap_assets.core.storage import atomic_write_text
 
@@ -73,6 +74,8 @@ def _recording(args: argparse.Namespace):
     values = {}
     if getattr(args, "recording_copies", None) is not None:
         values["copies"] = args.recording_copies
+    if getattr(args, "recording_eaps_factor", None) is not None:
+        values["eaps_factor"] = args.recording_eaps_factor
     return RecordingSettings(**values)
 
 
@@ -328,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rotations of the models for real recordings (default: $EAP_ASSETS_RECORDING_ROTATIONS, else "
                         "the probe kind's: 3drot for an MEA, physrot for a shank)")
     p.add_argument("--recording-copies", type=int, default=None,
-                   help="augmented copies of every EAP in the recording training set (default 3)")
+                   help="augmented copies of every EAP in the recording training set "
+                        f"(default {Augmentation().copies})")
+    p.add_argument("--recording-eaps-factor", type=float, default=None,
+                   help="EAPs per cell and rotation of the recording training set, as a multiple of the paper's "
+                        f"(default {EAPS_FACTOR:g})")
     p.add_argument("--train-copies", type=int, default=None,
                    help="generalisation stage: noisy copies of each training EAP (default 2; 0: no augmentation)")
     p.add_argument("--paper-cnn", action="store_true",

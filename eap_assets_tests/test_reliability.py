@@ -491,6 +491,16 @@ def test_servers_bind_to_loopback_unless_told_otherwise():
     assert parser.parse_args(["mlflow-ui", "--host", "0.0.0.0"]).host == "0.0.0.0"  # only when configured
 
 
+def test_run_flags_reach_the_recording_settings():
+    from eap_assets.defs.resources import RecordingSettings, resource_fields
+
+    parser = cli.build_parser()
+    recording = cli._recording(parser.parse_args(["run", "--recording-eaps-factor", "6", "--recording-copies", "3"]))
+    assert (recording.eaps_factor, recording.copies) == (6.0, 3)
+    assert resource_fields(cli._recording(parser.parse_args(["run"]))) == resource_fields(RecordingSettings())
+    assert RecordingSettings().n_eaps(1000) == round(RecordingSettings().eaps_factor * 1000)
+
+
 #: Formats of real credentials (private keys, cloud and service tokens).
 SECRET_PATTERNS = {
     "private key": r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----",

@@ -274,6 +274,10 @@ def align(x: np.ndarray, spec: RecordingSpec, shift: np.ndarray | int = 0) -> tu
     return windows.astype(np.float32, copy=False), (~inside).sum(axis=1)
 
 
+#: Accepted EAPs per cell and rotation of a training set for real recordings, as a multiple of the paper's.
+EAPS_FACTOR = 3.0
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """How training waveforms are varied so that a model sees what sorted templates look like.

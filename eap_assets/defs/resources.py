@@ -15,7 +15,7 @@ from eap_assets.core.eaps import EAPConfig
 from eap_assets.core.intracellular import StimulusConfig
 from eap_assets.core.noise import NoiseConfig
 from eap_assets.core.probe import get_probe, placement_box
-from eap_assets.core.recording import Augmentation, RecordingSpec
+from eap_assets.core.recording import EAPS_FACTOR, Augmentation, RecordingSpec
 
 if TYPE_CHECKING:  # imported where used: the recording set pulls in the learning stack
     from eap_assets.core.recording_set import RecordingSetConfig
@@ -212,9 +212,9 @@ class RecordingSettings(dg.ConfigurableResource):
                                                          "(y, z), µm (MEArec's default overhang).")
     min_amplitude_uv: float = Field(default=30.0, description="Detection rule: band-passed, noise-free "
                                                               "peak-to-peak on one contact, µV.")
-    eaps_factor: float = Field(default=3.0, description="Accepted EAPs per cell and rotation: this many times the "
-                                                        "paper's (3000 at paper scale: the box is ~5x the paper's "
-                                                        "volume and every orientation is drawn).")
+    eaps_factor: float = Field(default=EAPS_FACTOR,
+                               description="Accepted EAPs per cell and rotation: this many times the paper's (the "
+                                           "box is ~5x the paper's volume and every orientation is drawn).")
     band_hz: list[float] = Field(default=list(_SPEC.band_hz), description="Band-pass of the recording, Hz.")
     filter_order: int = Field(default=_SPEC.filter_order,
                               description="Butterworth order of the band-pass (zero-phase; MEArec's 3).")
