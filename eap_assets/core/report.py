@@ -433,10 +433,10 @@ def crosscheck_markdown(results: dict[str, dict], settings: dict) -> tuple[str, 
     lines.append("\n## Calibration, abstention, out-of-distribution flags\n")
     lines.append("'ECE if calibrated': the range of the ECE that a perfectly calibrated classifier with the same "
                  "confidences would show on these units (each unit correct with probability its confidence, "
-                 f"{ECE_RANGE_DRAWS} seeded draws, the same {ECE_BINS} bins): over a few hundred units ECE is biased upwards, and an ECE "
-                 "inside this range is no evidence of miscalibration. 'Accuracy, not flagged' / 'flagged': of the "
-                 "units without / with an out-of-distribution flag (amplitude outside the training range, largest "
-                 "on an edge contact of the probe, waveform far from the training waveforms).\n")
+                 f"{ECE_RANGE_DRAWS} seeded draws, the same {ECE_BINS} bins): over a few hundred units ECE is biased "
+                 "upwards, and an ECE inside this range is no evidence of miscalibration. 'Accuracy, not flagged' / "
+                 "'flagged': of the units without / with an out-of-distribution flag (amplitude outside the training "
+                 "range, largest on an edge contact of the probe, waveform far from the training waveforms).\n")
     calib = {}
     for r in rates:
         for task, score in results[r]["results"].items():
