@@ -491,14 +491,21 @@ def test_servers_bind_to_loopback_unless_told_otherwise():
     assert parser.parse_args(["mlflow-ui", "--host", "0.0.0.0"]).host == "0.0.0.0"  # only when configured
 
 
-def test_run_flags_reach_the_recording_settings():
-    from eap_assets.defs.resources import RecordingSettings, resource_fields
+def test_run_flags_reach_the_recording_settings_and_make_its_artefacts_stale():
+    from eap_assets.defs.resources import RecordingSettings, SimulationSettings, resource_fields
+    from eap_assets.defs.sources import settings_versions_of
 
     parser = cli.build_parser()
-    recording = cli._recording(parser.parse_args(["run", "--recording-eaps-factor", "6", "--recording-copies", "3"]))
-    assert (recording.eaps_factor, recording.copies) == (6.0, 3)
-    assert resource_fields(cli._recording(parser.parse_args(["run"]))) == resource_fields(RecordingSettings())
-    assert RecordingSettings().n_eaps(1000) == round(RecordingSettings().eaps_factor * 1000)
+    default = cli._recording(parser.parse_args(["run"]))
+    assert resource_fields(default) == resource_fields(RecordingSettings())
+    recording = cli._recording(parser.parse_args(["run", "--recording-eaps-factor", "12", "--recording-copies", "3"]))
+    assert (recording.eaps_factor, recording.copies) == (12.0, 3)
+    settings = SimulationSettings()
+    assert recording.eap_config(settings, "3drot").n_eaps == 12 * settings.eap_config("3drot").n_eaps
+    # the recording family's settings source gets another data version: Dagster marks its artefacts stale
+    versions = {settings_versions_of("recording_settings", {"settings": settings, "recording": r})
+                for r in (default, recording)}
+    assert len(versions) == 2
 
 
 #: Formats of real credentials (private keys, cloud and service tokens).
