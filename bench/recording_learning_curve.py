@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
 
     from eap_assets.core import models
+    from eap_assets.core.evaluation import evaluate
     from eap_assets.core.recording_set import table_input
     from eap_assets.defs.resources import RecordingSettings, SimulationSettings
     from eap_assets.defs.training import TrainingSettings
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"fraction": fraction, "training_eaps_per_cell": round(len(np.unique(eap[keep])) / cells),
                "training_rows": int(keep.sum()), "rounds": int(fitted.steps_run), "fit_s": round(seconds, 1)}
         for name, mask in (("validation", val), ("test", test)):
-            correct = fitted.predict_proba(x[mask]).argmax(axis=1) == y[mask]
-            row[f"{name}_accuracy"] = round(100 * float(correct.mean()), 2)
-            row[f"{name}_mean_over_types"] = round(
-                100 * float(pd.Series(correct).groupby(table.loc[mask, "mtype"].to_numpy()).mean().mean()), 2)
+            scored = evaluate(y[mask], fitted.predict_proba(x[mask]).argmax(axis=1), classes,
+                              table.loc[mask, "mtype"].to_numpy())
+            row[f"{name}_accuracy"] = round(scored.accuracy, 2)
+            row[f"{name}_mean_over_types"] = round(scored.summary["mean"], 2)
         rows.append(row)
         print(row, flush=True)
     result = {"data_dir": str(data), "rotation": args.rotation, "task": args.task, "seed": args.seed,
