@@ -340,7 +340,9 @@ def log_classifier(classifier, name: str, example: np.ndarray, tags: dict[str, o
         serving = Path(tmp) / "serving.json"
         serving.write_text(json.dumps({"kind": classifier.kind, "task": classifier.task, "classes": classifier.classes,
                                        "spec": classifier.spec.to_json(),
-                                       "calibration": classifier.calibration.to_dict()}, default=float))
+                                       "calibration": classifier.calibration.to_dict(),
+                                       "model_classes": classifier.model_classes, "groups": classifier.groups},
+                                      default=float))
         ood = Path(tmp) / "ood.npz"
         np.savez(ood, **classifier.ood.to_arrays())
         artifacts = {"native": str(native), "serving": str(serving), "ood": str(ood)}

@@ -42,7 +42,8 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
     """MLflow ``pyfunc`` of a :class:`~eap_assets.core.classifier.UnitClassifier`.
 
     Artefacts: ``native`` (the fitted model saved in its own MLflow flavour), ``serving.json``
-    (kind, task, classes, input spec, calibration), ``ood.npz`` (the out-of-distribution
+    (kind, task, classes, input spec, calibration; for an m-type model answering E/I its own classes
+    and their groups), ``ood.npz`` (the out-of-distribution
     reference) and, for a model of a probe file, ``probe`` (a copy of the file: the loaded spec
     points at it, so serving works where the original file is not). ``predict`` takes waveforms
     already mapped onto the input (N, contacts, samples) float32
@@ -64,8 +65,8 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
         if "probe" in context.artifacts:
             spec = replace(spec, probe=str(stable_probe_copy(context.artifacts["probe"])))
         self.classifier = UnitClassifier(kind=meta["kind"], task=meta["task"], model=native, classes=meta["classes"],
-                                         spec=spec,
-                                         calibration=Calibration(**meta["calibration"]), ood=ood)
+                                         spec=spec, calibration=Calibration(**meta["calibration"]), ood=ood,
+                                         model_classes=meta.get("model_classes"), groups=meta.get("groups"))
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002
         return self.classifier.predict(np.asarray(model_input, dtype=np.float32))

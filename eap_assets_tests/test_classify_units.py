@@ -55,11 +55,14 @@ def test_the_recording_family_and_the_unit_classifiers_are_registered(trained):
             assert 0 <= md["validation accuracy"] <= 1
         md = _latest("unit_classifier", partition)
         assert md["registered model"] == f"unit_classifier_SqMEA-10-15_3drot_{task}" and md["alias"] == "champion"
-        assert md["kind"] in registry.KINDS and 0 <= md["ECE test (calibrated)"] <= 1
-        assert "data:image/png;base64" in md["reliability diagram"]
         report = json.loads((trained.data_path / "unit_classifier" / "3drot" / f"{task}.json").read_text())
+        candidates = [row["kind"] for row in report["kinds"]]
+        marginals = [f"{kind} (m-type marginal)" for kind in registry.KINDS] if task == "binary" else []
+        assert candidates == [*registry.KINDS, *marginals]  # E/I also from each kind's m-type model
+        assert md["kind"] in candidates and 0 <= md["ECE test (calibrated)"] <= 1
+        assert "data:image/png;base64" in md["reliability diagram"]
         best = max(report["kinds"], key=lambda row: row["validation accuracy"])
-        assert report["kind"] == best["kind"]  # the champion is the kind best on the realistic validation split
+        assert report["kind"] == best["kind"]  # the champion is the candidate best on the realistic validation split
         assert report["calibration"]["temperature"] > 0
     table = pd.read_parquet(trained.data_path / "recording_training_set" / "3drot.parquet")
     assert set(table["cell"]) == set(CELLS) and set(table["split"]) == {"train", "validation", "test"}
@@ -67,11 +70,36 @@ def test_the_recording_family_and_the_unit_classifiers_are_registered(trained):
     assert set(found["task"]) == {"binary", "mtype"} and set(found["probe"]) == {"SqMEA-10-15"}
 
 
-def test_a_served_classifier_answers_the_same_in_a_fresh_process(trained, tmp_path):
+def test_the_e_i_marginal_of_the_m_type_models_is_scored_as_a_binary_candidate(trained):
+    from eap_assets.core.recording_set import table_proba
+    from eap_assets.defs.resources import RecordingSettings
+
+    table = pd.read_parquet(trained.data_path / "recording_training_set" / "3drot.parquet")
+    validation = table[table["split"] == "validation"]
+    report = json.loads((trained.data_path / "unit_classifier" / "3drot" / "binary.json").read_text())
+    rows = {row["kind"]: row for row in report["kinds"]}
+    spec = RecordingSettings().spec(trained)
+    for kind in registry.KINDS:
+        row = rows[f"{kind} (m-type marginal)"]
+        name, version = row["source_model"].split("/")
+        assert name == f"recording_{kind}_SqMEA-10-15_3drot_mtype"  # the m-type model, not the binary one
+        loaded = registry.load_registered(name, version=version)
+        proba = pd.DataFrame(table_proba(kind, loaded.model, validation, spec, loaded.classes), columns=loaded.classes)
+        excitatory = set(validation.loc[validation["ei"] == "E", "mtype"])
+        p_e = proba[[m for m in loaded.classes if m in excitatory]].sum(axis=1).to_numpy()
+        answer = np.where(p_e >= 0.5, "E", "I")  # by hand: summed m-type probabilities, E where they make half
+        assert row["validation accuracy"] == pytest.approx((answer == validation["ei"].to_numpy()).mean())
+    champion = registry.load_classifier(registry.classifier_name("SqMEA-10-15", "3drot", "binary")).classifier
+    assert champion.classes == ["E", "I"]
+    assert (champion.model_classes is not None) == report["kind"].endswith("(m-type marginal)")
+
+
+@pytest.mark.parametrize("task", ["binary", "mtype"])
+def test_a_served_classifier_answers_the_same_in_a_fresh_process(trained, tmp_path, task):
     windows = np.random.default_rng(0).normal(0, 20, size=(5, 100, 96)).astype(np.float32)
     windows[:, 44, 32] -= 150.0
     np.save(tmp_path / "w.npy", windows)
-    name = registry.classifier_name("SqMEA-10-15", "3drot", "mtype")
+    name = registry.classifier_name("SqMEA-10-15", "3drot", task)
     here = registry.load_classifier(name).classifier.predict(windows)
     script = (f"import mlflow, numpy as np; mlflow.set_tracking_uri({registry.default_tracking_uri(trained.data_path)!r});"
               f"m = mlflow.pyfunc.load_model('models:/{name}@champion');"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eap_assets.core import models
-from eap_assets.core.classifier import UnitClassifier
+from eap_assets.core.classifier import UnitClassifier, merge_proba
 from eap_assets.core.eaps import EAPConfig, simulate_eap_dataset
 from eap_assets.core.pool import EAPPool
 from eap_assets.core.recording import Augmentation, RecordingSpec, to_model_input
@@ -101,6 +101,41 @@ def test_serving_computes_exactly_the_features_the_model_was_trained_on(pool, bu
     served = UnitClassifier(kind=kind, task="binary", model=fitted, classes=classes, spec=spec)
     assert np.allclose(served.predict_proba(windows), table_proba(kind, fitted, rows, spec, classes), atol=1e-6)
     assert np.allclose(info["peak_to_peak_uv"], rows["peak_to_peak_uv"], rtol=1e-6)
+
+
+def test_an_m_type_model_answers_e_i_with_its_summed_probabilities(pool, built):
+    """A UnitClassifier over an m-type model with E/I groups: p_E is the sum of the excitatory m-types'
+    probabilities, and the model classes and groups must come together and cover every model class."""
+    table, _, _ = built
+    spec = CONFIG.spec
+    y, mtypes = models.task_labels(table, "mtype")
+    train, val = (table["split"] == "train").to_numpy(), (table["split"] == "validation").to_numpy()
+    x = table_input("lgbm", table, spec)
+    config = models.LGBMConfig(n_estimators=20, early_stopping_rounds=None)
+    fitted = models.train_lgbm(x[train], y[train], x[val], y[val], len(mtypes), config, 0, mtypes).model
+    groups = dict(table[["mtype", "ei"]].drop_duplicates().itertuples(index=False))
+    assert set(groups.values()) == {"E", "I"}
+    rows = table[table["copy"] == 1].head(12)
+    fine = UnitClassifier(kind="lgbm", task="mtype", model=fitted, classes=mtypes, spec=spec)
+    coarse = UnitClassifier(kind="lgbm", task="binary", model=fitted, classes=["E", "I"], spec=spec,
+                            model_classes=mtypes, groups=groups)
+    windows = np.concatenate([_windows(pool, cell, part["eap_id"].to_numpy(), 1, CONFIG, _bank(spec))[0]
+                              for cell, part in rows.groupby("cell", sort=False)])
+    p_fine, p_coarse = fine.predict_proba(windows), coarse.predict_proba(windows)
+    excitatory = [i for i, m in enumerate(mtypes) if groups[m] == "E"]
+    assert np.allclose(p_coarse[:, 0], p_fine[:, excitatory].sum(axis=1), atol=1e-6)
+    assert np.allclose(p_coarse.sum(axis=1), 1.0, atol=1e-6)
+    assert list(coarse.predict(windows)["predicted"]) == list(np.where(p_coarse[:, 0] >= p_coarse[:, 1], "E", "I"))
+    four = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]])  # several m-types per group are summed
+    merged = merge_proba(four, ["TTPC1", "LBC", "UTPC", "NBC"], {"TTPC1": "E", "UTPC": "E", "LBC": "I", "NBC": "I"},
+                         ["E", "I"])
+    assert np.allclose(merged, [[0.4, 0.6], [0.8, 0.2]])
+    with pytest.raises(ValueError, match="go together"):
+        UnitClassifier(kind="lgbm", task="binary", model=fitted, classes=["E", "I"], spec=spec, groups=groups)
+    with pytest.raises(ValueError, match="no class among"):
+        merge_proba(p_fine, mtypes, {m: "E" for m in mtypes[1:]}, ["E", "I"])
+    with pytest.raises(ValueError, match="do not match"):
+        merge_proba(p_fine[:, 1:], mtypes, groups, ["E", "I"])
 
 
 def _bank(spec: RecordingSpec):

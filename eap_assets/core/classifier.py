@@ -46,6 +46,39 @@ def predict_proba(model: object, kind: str, x: np.ndarray, classes: list[str]) -
     return trained.predict_proba(x)
 
 
+def merge_proba(proba: np.ndarray, model_classes: list[str], groups: dict[str, str], classes: list[str]) -> np.ndarray:
+    """Probabilities of coarse classes as sums over a model's finer ones (E/I from an m-type model's
+    probabilities: the marginal of its posterior).
+
+    Parameters
+    ----------
+    proba : ndarray, shape (N, len(model_classes))
+    model_classes : list of str
+        The model's classes, in its output order.
+    groups : dict
+        The coarse class of every model class (``{"TTPC1": "E", "LBC": "I", ...}``).
+    classes : list of str
+        The coarse classes, in output order.
+
+    Raises
+    ------
+    ValueError
+        If ``proba`` does not have one column per model class, or a model class has no coarse class
+        among ``classes``.
+    """
+    proba = np.asarray(proba)
+    if proba.ndim != 2 or proba.shape[1] != len(model_classes):
+        raise ValueError(f"probabilities of shape {proba.shape} do not match the {len(model_classes)} model classes")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in model_classes if groups.get(c) not in index]
+    if unknown:
+        raise ValueError(f"model classes {unknown} have no class among {classes} in the groups {groups}")
+    member = np.zeros((len(model_classes), len(classes)), dtype=proba.dtype)
+    for i, label in enumerate(model_classes):
+        member[i, index[groups[label]]] = 1
+    return proba @ member
+
+
 @dataclass
 class UnitClassifier:
     """A fitted model with its input spec, classes, calibration and OOD reference.
@@ -65,6 +98,12 @@ class UnitClassifier:
         Identity (temperature 1, threshold 0) for a model that was not calibrated.
     ood : OODReference or None
         None: no reference (every unit's ``ood_reason`` says so).
+    model_classes : list of str or None
+        The model's own classes when it predicts finer ones than ``classes`` (an m-type model answering
+        E/I); None: ``classes``.
+    groups : dict or None
+        With ``model_classes``: the class of ``classes`` that each model class belongs to; the answer's
+        probabilities are sums over the groups (:func:`merge_proba`).
     """
 
     kind: str
@@ -74,10 +113,21 @@ class UnitClassifier:
     spec: RecordingSpec
     calibration: Calibration = field(default_factory=Calibration)
     ood: OODReference | None = None
+    model_classes: list[str] | None = None
+    groups: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.model_classes is None) != (self.groups is None):
+            raise ValueError("UnitClassifier: model_classes and groups go together (a model of finer classes), "
+                             f"got model_classes={self.model_classes!r}, groups={self.groups!r}")
 
     def predict_proba(self, windows: np.ndarray) -> np.ndarray:
         """Uncalibrated class probabilities of mapped waveforms (N, C, spec.n_samples)."""
-        return predict_proba(self.model, self.kind, kind_input(self.kind, windows, self.spec), self.classes)
+        x = kind_input(self.kind, windows, self.spec)
+        if self.model_classes is None:
+            return predict_proba(self.model, self.kind, x, self.classes)
+        proba = predict_proba(self.model, self.kind, x, self.model_classes)
+        return merge_proba(proba, self.model_classes, self.groups, self.classes)
 
     def predict(self, windows: np.ndarray, info: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
         """One row per unit: ``predicted``, ``confidence`` (calibrated), ``abstained``, ``ood``,

@@ -12,7 +12,8 @@ records them (MEA-plane medium, the whole detectable range of positions); then, 
 * ``recording_<kind>_model`` (rotation x task) for the CNN, LightGBM and the waveform model, trained on
   the training set's ``train`` rows, early stopping on ``validation``, registered as
   ``recording_<kind>_<probe>_<rotation>_<task>`` with the input spec (gate: validation accuracy);
-* ``unit_classifier`` (rotation x task): the kind with the best validation accuracy, its
+* ``unit_classifier`` (rotation x task): the candidate with the best validation accuracy (each kind's
+  model; for E/I also each kind's m-type model, its probabilities summed per E/I class), its
   temperature and abstention threshold fitted on ``validation``, its out-of-distribution
   reference, scored on ``test`` (accuracy per cell type, expected calibration error, reliability
   diagram), registered as the pyfunc ``unit_classifier_<probe>_<rotation>_<task>``: the champion
@@ -32,7 +33,7 @@ from eap_assets import registry
 from eap_assets.core import calibration as cal
 from eap_assets.core import evaluation as scoring
 from eap_assets.core import keys, models, plots
-from eap_assets.core.classifier import UnitClassifier
+from eap_assets.core.classifier import UnitClassifier, merge_proba
 from eap_assets.core.probe import edge_contacts
 from eap_assets.core.recording_set import CODE_VERSION, build_recording_set, table_input, table_proba
 from eap_assets.core.storage import atomic_path
@@ -54,9 +55,17 @@ recording_task_partitions = dg.MultiPartitionsDefinition({"rotation": recording_
 EVERY_CELL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="rotation")
 #: A rotation x task partition reads its rotation's training set.
 OF_ROTATION = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="rotation")
+#: A rotation x task's unit classifier reads the models of its partition and, for E/I, the m-type models
+#: too: the E/I marginal of an m-type model's probabilities is a candidate of the binary classifier.
+WITH_MTYPE_MODELS = dg.MultiPartitionMapping({
+    "rotation": dg.DimensionPartitionMapping("rotation", dg.IdentityPartitionMapping()),
+    "task": dg.DimensionPartitionMapping("task", dg.StaticPartitionMapping({"binary": "binary",
+                                                                              "mtype": ["mtype", "binary"]}))})
+#: The binary classifier's candidates that sum an m-type model's probabilities per E/I class.
+MARGINAL = "m-type marginal"
 #: Code versions (part of the keys).
 CODE_VERSIONS = {"cnn": "recording-cnn-1", "lgbm": "recording-lgbm-1", "waveform": "recording-waveform-1",
-                 "classifier": "unit-classifier-1"}
+                 "classifier": "unit-classifier-2"}
 
 
 def _rotation_task(context) -> tuple[str, str]:
@@ -241,8 +250,39 @@ def classifier_path(settings: SimulationSettings, rotation: str, task: str):
     return settings.data_path / "unit_classifier" / rotation / f"{task}.json"
 
 
+def _candidates(context: dg.AssetExecutionContext, settings: SimulationSettings, spec, table: pd.DataFrame,
+                rotation: str, task: str, classes: list[str]) -> dict[str, dict]:
+    """The unit classifier's candidates: per kind, the latest recording model of this rotation x task
+    and, for the binary task, the E/I marginal of the kind's m-type model (the m-type probabilities
+    summed per E/I class of the training set); each with its validation and test probabilities."""
+    split = table["split"].to_numpy()
+    sources = [task] + (["mtype"] if task == "binary" else [])
+    out = {}
+    for source in sources:
+        for kind in registry.KINDS:
+            partition = dg.MultiPartitionKey({"rotation": rotation, "task": source})
+            trained = _latest_metadata(context, f"recording_{kind}_model", partition)
+            loaded = registry.load_registered(registry.model_name(kind, rotation, source, settings.probe, "recording"),
+                                              version=str(trained["version"]))
+            expected = classes if source == task else models.task_labels(table, source)[1]
+            if loaded.classes != expected:
+                raise registry.RegistryError(f"{loaded.name} v{loaded.version} predicts {loaded.classes}, the training "
+                                             f"set has {expected}; re-materialise recording_{kind}_model {partition}")
+            merge = {} if source == task else {
+                "model_classes": list(loaded.classes),
+                "groups": {str(m): str(e) for m, e in table[["mtype", "ei"]].drop_duplicates().itertuples(index=False)}}
+            proba = {s: table_proba(kind, loaded.model, table[split == s], spec, loaded.classes)
+                     for s in ("validation", "test")}
+            if merge:
+                proba = {s: merge_proba(p, merge["model_classes"], merge["groups"], classes) for s, p in proba.items()}
+            out[kind if source == task else f"{kind} ({MARGINAL})"] = {"kind": kind, "loaded": loaded, "proba": proba,
+                                                                        **merge}
+    return out
+
+
 @dg.asset(partitions_def=recording_task_partitions, group_name="recording",
-          deps=[*RECORDING_MODELS, "recording_settings"],
+          deps=[*(dg.AssetDep(model, partition_mapping=WITH_MTYPE_MODELS) for model in RECORDING_MODELS),
+                "recording_settings"],
           ins={"recording_training_set": dg.AssetIn(partition_mapping=OF_ROTATION),
                "waveform_basis": dg.AssetIn(partition_mapping=OF_ROTATION)},
           kinds={"mlflow"}, code_version=CODE_VERSIONS["classifier"], op_tags=k8s_op_tags("tensorflow"),
@@ -251,8 +291,9 @@ def classifier_path(settings: SimulationSettings, rotation: str, task: str):
 def unit_classifier(context: dg.AssetExecutionContext, settings: SimulationSettings, recording: RecordingSettings,
                     training: TrainingSettings, mlflow_tracking: MLflowTracking, recording_training_set: pd.DataFrame,
                     waveform_basis: dict) -> dg.MaterializeResult:
-    """The classifier ``eap-assets classify`` uses for one rotation x task: the recording model of the kind
-    with the best validation accuracy, its temperature and abstention threshold fitted on validation,
+    """The classifier ``eap-assets classify`` uses for one rotation x task: the candidate with the best
+    validation accuracy (the recording model of each kind; for E/I also the E/I marginal of each kind's
+    m-type model), its temperature and abstention threshold fitted on validation,
     its out-of-distribution reference (training amplitudes, validation waveform residuals, the probe's
     edge), scored on test (per cell type, expected calibration error, reliability diagram) and
     registered as the pyfunc ``unit_classifier_<probe>_<rotation>_<task>`` (champion if its validation
@@ -266,22 +307,13 @@ def unit_classifier(context: dg.AssetExecutionContext, settings: SimulationSetti
     y, classes = models.task_labels(table, task)
     split = table["split"].to_numpy()
     val, test = split == "validation", split == "test"
-    candidates, rows = {}, []
-    for kind in registry.KINDS:
-        trained = _latest_metadata(context, f"recording_{kind}_model")
-        loaded = registry.load_registered(registry.model_name(kind, rotation, task, settings.probe, "recording"),
-                                          version=str(trained["version"]))
-        if loaded.classes != classes:
-            raise registry.RegistryError(f"{loaded.name} v{loaded.version} predicts {loaded.classes}, the training set "
-                                         f"has {classes}; re-materialise recording_{kind}_model")
-        proba = {s: table_proba(kind, loaded.model, table[mask], spec, classes) for s, mask in
-                 (("validation", val), ("test", test))}
-        candidates[kind] = (loaded, proba)
-        rows.append({"kind": kind, "version": loaded.version, "validation accuracy": _accuracy(proba["validation"], y[val]),
-                     "test accuracy": _accuracy(proba["test"], y[test])})
+    candidates = _candidates(context, settings, spec, table, rotation, task, classes)
+    rows = [{"kind": label, "version": c["loaded"].version, "source_model": f"{c['loaded'].name}/{c['loaded'].version}",
+             "validation accuracy": _accuracy(c["proba"]["validation"], y[val]),
+             "test accuracy": _accuracy(c["proba"]["test"], y[test])} for label, c in candidates.items()]
     kinds = pd.DataFrame(rows)
     best = str(kinds.sort_values("validation accuracy", ascending=False, kind="stable").iloc[0]["kind"])
-    loaded, proba = candidates[best]
+    loaded, proba = candidates[best]["loaded"], candidates[best]["proba"]
     calibration = cal.Calibration.fit(proba["validation"], y[val], recording.abstain_accuracy(task))
     train = split == "train"
     basis = basis_model(waveform_basis)
@@ -302,8 +334,10 @@ def unit_classifier(context: dg.AssetExecutionContext, settings: SimulationSetti
                        "per_cell_type": evaluation.to_dict()["per_cell_type"], "summary": evaluation.summary},
               "ood": {"amplitude_range_uv": ood.amplitude_range_uv, "residual_threshold": ood.residual_threshold,
                       "edge_contacts": int(ood.edge.sum())}}
-    classifier = UnitClassifier(kind=best, task=task, model=loaded.model, classes=classes, spec=spec,
-                                calibration=calibration, ood=ood)
+    chosen = candidates[best]
+    classifier = UnitClassifier(kind=chosen["kind"], task=task, model=loaded.model, classes=classes, spec=spec,
+                                calibration=calibration, ood=ood, model_classes=chosen.get("model_classes"),
+                                groups=chosen.get("groups"))
     name = registry.classifier_name(settings.probe, rotation, task)
     reliability = {"uncalibrated": cal.reliability(proba["test"], y[test]),
                    "calibrated": cal.reliability(calibrated, y[test])}
@@ -320,8 +354,9 @@ def unit_classifier(context: dg.AssetExecutionContext, settings: SimulationSetti
         mlflow.log_dict(report, "unit_classifier.json")
         n_contacts = len(ood.edge)
         version = registry.log_classifier(classifier, name, np.zeros((2, n_contacts, spec.n_samples), np.float32), tags={
-            "kind": registry.CLASSIFIER_KIND, "model_kind": best, "family": "recording", "rotation": rotation,
-            "task": task, "classes": list(classes), "probe": settings.probe, "input_spec": spec.to_json(),
+            "kind": registry.CLASSIFIER_KIND, "model_kind": classifier.kind, "candidate": best, "family": "recording",
+            "rotation": rotation, "task": task, "classes": list(classes), "probe": settings.probe,
+            "input_spec": spec.to_json(),
             "source_model": report["source_model"], "test_accuracy": repr(report["test"]["accuracy"]),
             "ece_test": repr(report["test"]["ece_after"]), "dagster_run_id": context.run.run_id,
             "training_set_key": table.attrs.get("key")})

@@ -333,13 +333,13 @@ if tuple(_MODEL_ASSETS) != models.KINDS:  # a new kind needs its entry here (eva
     raise RuntimeError(f"model assets {tuple(_MODEL_ASSETS)} do not match models.KINDS {models.KINDS}")
 
 
-def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict[str, object]:
-    """Metadata values of the latest materialisation of ``asset`` for this partition."""
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str, partition: str | None = None) -> dict[str, object]:
+    """Metadata values of the latest materialisation of ``asset`` for ``partition`` (default: this run's)."""
+    partition = str(context.partition_key if partition is None else partition)
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[str(context.partition_key)]),
-        limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
     if not records:
-        raise registry.RegistryError(f"{asset} {context.partition_key} has not been materialised")
+        raise registry.RegistryError(f"{asset} {partition} has not been materialised")
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
