@@ -498,10 +498,10 @@ def test_run_flags_reach_the_recording_settings_and_make_its_artefacts_stale():
     parser = cli.build_parser()
     default = cli._recording(parser.parse_args(["run"]))
     assert resource_fields(default) == resource_fields(RecordingSettings())
-    recording = cli._recording(parser.parse_args(["run", "--recording-eaps-factor", "12", "--recording-copies", "3"]))
-    assert (recording.eaps_factor, recording.copies) == (12.0, 3)
+    recording = cli._recording(parser.parse_args(["run", "--recording-eaps-factor", "24", "--recording-copies", "3"]))
+    assert (recording.eaps_factor, recording.copies) == (24.0, 3)
     settings = SimulationSettings()
-    assert recording.eap_config(settings, "3drot").n_eaps == 12 * settings.eap_config("3drot").n_eaps
+    assert recording.eap_config(settings, "3drot").n_eaps == 24 * settings.eap_config("3drot").n_eaps
     # the recording family's settings source gets another data version: Dagster marks its artefacts stale
     versions = {settings_versions_of("recording_settings", {"settings": settings, "recording": r})
                 for r in (default, recording)}

@@ -275,7 +275,7 @@ def align(x: np.ndarray, spec: RecordingSpec, shift: np.ndarray | int = 0) -> tu
 
 
 #: Accepted EAPs per cell and rotation of a training set for real recordings, as a multiple of the paper's.
-EAPS_FACTOR = 6.0
+EAPS_FACTOR = 12.0
 
 
 @dataclass(frozen=True)
