@@ -297,7 +297,9 @@ def _classify(r: dict) -> list[str]:
     out += ["", "'Reference loop': a fixed pure-Python loop (`benchlib.reference_loop_s`) timed just before the run: "
             "the shared host's CPU speed at that moment, which varies by up to ~3x between hours on these "
             "machines, and every step here is CPU-bound Python (imports above all). The verdict depends on it: the "
-            "previous runs of this bench (`bench/results/classify.json`): at commit 02d0570 (2026-12-04, champions "
+            "previous runs of this bench (`bench/results/classify.json`): at commit dc21abf (2026-12-05, champions "
+            "trained on 6000 EAPs per cell, the binary one a binary model of 1000 two-class rounds) a median 5.48 s "
+            "with the reference loop at 0.14–0.16 s; at 02d0570 (2026-12-04, champions "
             "trained on 3000 EAPs per cell, analyzer units drawn from 156 ground-truth units) a median 5.42 s with "
             "the reference loop at 0.15 s; at b5f0604 (2026-12-03, the v2 champions of another registry) 10.96 s at "
             "0.37–0.43 s."]
