@@ -143,6 +143,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame) -> None:  # noqa: ARG001
+    """A stop signal handled as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -150,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     stages = tuple(x for x in args.stages.split(",") if x)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the backfill even if SIGINT came ignored
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # so do `kill` and a closed terminal: else the backfill stays
+        signal.signal(stop, _interrupt)           # requested, and the next daemon to start would run it unasked
     try:
         settings, report = _materialize(args, stages)
     except KeyboardInterrupt:  # the backfill is cancelled; a rerun materialises what is still missing

@@ -25,6 +25,26 @@ def _run(data: Path, home: Path, *more: str) -> subprocess.Popen:
         text=True)
 
 
+def test_a_killed_run_cancels_its_backfill_instead_of_leaving_it_to_the_next_daemon(tmp_path, monkeypatch):
+    data, home = tmp_path / "data", tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    run = _run(data, home)
+    lines = []
+    for line in run.stdout:  # the backfill is launched: `kill` (SIGTERM), as a job scheduler or a user would
+        lines.append(line)
+        if line.startswith("backfill "):
+            break
+    run.send_signal(signal.SIGTERM)
+    rest, _ = run.communicate(timeout=180)
+    output = "".join(lines) + rest
+    assert run.returncode == 130, output[-3000:]
+    assert "cancelling backfill" in output, output[-3000:]
+    with dg.DagsterInstance.get() as instance:
+        backfills = instance.get_backfills()
+        assert len(backfills) == 1 and backfills[0].status.value in ("CANCELED", "CANCELING"), backfills
+        assert all(r.is_finished for r in instance.get_runs())
+
+
 def test_an_interrupted_run_is_cancelled_and_a_rerun_materialises_only_what_is_missing(tmp_path, monkeypatch):
     data, home = tmp_path / "data", tmp_path / "home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
