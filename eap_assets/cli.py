@@ -143,7 +143,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame) -> None:  # noqa: ARG001
+def _interrupt(signum: int, frame) -> None:
     """A stop signal handled as Ctrl-C."""
     raise KeyboardInterrupt
 
