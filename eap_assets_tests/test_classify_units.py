@@ -17,6 +17,7 @@ import pytest
 from eap_assets import cli, registry
 from eap_assets.core.probe import ProbeGeometryError, model_plane_positions
 from eap_assets.core.recording import InputError
+from eap_assets.defs.recording import MARGINAL
 from eap_assets.defs.resources import SimulationSettings
 from eap_assets.serving import classify
 
@@ -57,7 +58,7 @@ def test_the_recording_family_and_the_unit_classifiers_are_registered(trained):
         assert md["registered model"] == f"unit_classifier_SqMEA-10-15_3drot_{task}" and md["alias"] == "champion"
         report = json.loads((trained.data_path / "unit_classifier" / "3drot" / f"{task}.json").read_text())
         candidates = [row["kind"] for row in report["kinds"]]
-        marginals = [f"{kind} (m-type marginal)" for kind in registry.KINDS] if task == "binary" else []
+        marginals = [f"{kind} ({MARGINAL})" for kind in registry.KINDS] if task == "binary" else []
         assert candidates == [*registry.KINDS, *marginals]  # E/I also from each kind's m-type model
         assert md["kind"] in candidates and 0 <= md["ECE test (calibrated)"] <= 1
         assert "data:image/png;base64" in md["reliability diagram"]
@@ -80,7 +81,7 @@ def test_the_e_i_marginal_of_the_m_type_models_is_scored_as_a_binary_candidate(t
     rows = {row["kind"]: row for row in report["kinds"]}
     spec = RecordingSettings().spec(trained)
     for kind in registry.KINDS:
-        row = rows[f"{kind} (m-type marginal)"]
+        row = rows[f"{kind} ({MARGINAL})"]
         name, version = row["source_model"].split("/")
         assert name == f"recording_{kind}_SqMEA-10-15_3drot_mtype"  # the m-type model, not the binary one
         loaded = registry.load_registered(name, version=version)
@@ -91,7 +92,7 @@ def test_the_e_i_marginal_of_the_m_type_models_is_scored_as_a_binary_candidate(t
         assert row["validation accuracy"] == pytest.approx((answer == validation["ei"].to_numpy()).mean())
     champion = registry.load_classifier(registry.classifier_name("SqMEA-10-15", "3drot", "binary")).classifier
     assert champion.classes == ["E", "I"]
-    assert (champion.model_classes is not None) == report["kind"].endswith("(m-type marginal)")
+    assert (champion.model_classes is not None) == report["kind"].endswith(f"({MARGINAL})")
 
 
 @pytest.mark.parametrize("task", ["binary", "mtype"])

@@ -256,27 +256,26 @@ def _candidates(context: dg.AssetExecutionContext, settings: SimulationSettings,
     and, for the binary task, the E/I marginal of the kind's m-type model (the m-type probabilities
     summed per E/I class of the training set); each with its validation and test probabilities."""
     split = table["split"].to_numpy()
-    sources = [task] + (["mtype"] if task == "binary" else [])
+    groups = {str(m): str(e) for m, e in table[["mtype", "ei"]].drop_duplicates().itertuples(index=False)}
     out = {}
-    for source in sources:
+    for source in [task] + (["mtype"] if task == "binary" else []):
+        expected = models.task_labels(table, source)[1]
+        partition = dg.MultiPartitionKey({"rotation": rotation, "task": source})
         for kind in registry.KINDS:
-            partition = dg.MultiPartitionKey({"rotation": rotation, "task": source})
             trained = _latest_metadata(context, f"recording_{kind}_model", partition)
             loaded = registry.load_registered(registry.model_name(kind, rotation, source, settings.probe, "recording"),
                                               version=str(trained["version"]))
-            expected = classes if source == task else models.task_labels(table, source)[1]
             if loaded.classes != expected:
                 raise registry.RegistryError(f"{loaded.name} v{loaded.version} predicts {loaded.classes}, the training "
                                              f"set has {expected}; re-materialise recording_{kind}_model {partition}")
-            merge = {} if source == task else {
-                "model_classes": list(loaded.classes),
-                "groups": {str(m): str(e) for m, e in table[["mtype", "ei"]].drop_duplicates().itertuples(index=False)}}
-            proba = {s: table_proba(kind, loaded.model, table[split == s], spec, loaded.classes)
+            proba = {s: table_proba(kind, loaded.model, table[split == s], spec, expected)
                      for s in ("validation", "test")}
-            if merge:
-                proba = {s: merge_proba(p, merge["model_classes"], merge["groups"], classes) for s, p in proba.items()}
-            out[kind if source == task else f"{kind} ({MARGINAL})"] = {"kind": kind, "loaded": loaded, "proba": proba,
-                                                                        **merge}
+            if source == task:
+                out[kind] = {"kind": kind, "loaded": loaded, "proba": proba}
+            else:
+                out[f"{kind} ({MARGINAL})"] = {
+                    "kind": kind, "loaded": loaded, "model_classes": expected, "groups": groups,
+                    "proba": {s: merge_proba(p, expected, groups, classes) for s, p in proba.items()}}
     return out
 
 
