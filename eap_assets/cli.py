@@ -326,9 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotations", default="", help="comma-separated rotation partitions (default: all)")
     p.add_argument("--stages", default="variants,cells,eaps,training,models,recording,report",  # run.DEFAULT_STAGES
                    help="comma-separated subset of variants,cells,eaps,training,models,recording,generalisation,"
-                        "crosscheck,report (variants: only with --variants N; recording: the models for real "
-                        "recordings and the served unit classifiers; generalisation: noise sweep, unseen variants / "
-                        "distances / cell types, then the generalisation report; crosscheck: MEArec's own templates "
+                        "recording_generalisation,crosscheck,report (variants: only with --variants N; recording: the "
+                        "models for real recordings and the served unit classifiers; generalisation: noise sweep, "
+                        "unseen variants / distances / cell types, then the generalisation report; "
+                        "recording_generalisation: the same protocols for the recipe of the models for real recordings "
+                        "(with --variants N, their recording EAPs too); crosscheck: MEArec's own templates "
                         "and recordings of the cells classified by the unit classifiers, then its report)")
     p.add_argument("--crosscheck-units-per-cell", type=int, default=None,
                    help="crosscheck stage: units of every cell model per recording (default 30; 2 with --quick)")

@@ -48,11 +48,12 @@ from eap_assets.defs.sources import observe_sources
 from eap_assets.defs.training import TrainingSettings, rotation_task_key
 from eap_assets.local import BACKFILL_DONE, LocalDagster, ensure_dagster_home
 
-STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation", "crosscheck",
-                           "report")
+STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation",
+                           "recording_generalisation", "crosscheck", "report")
 #: What ``eap-assets run`` / ``make run`` do unless told otherwise: everything but the generalisation and
 #: cross-simulator stages (``make generalisation`` / ``make crosscheck`` add them).
-DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in ("generalisation", "crosscheck"))
+DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES
+                                        if s not in ("generalisation", "recording_generalisation", "crosscheck"))
 Log = Callable[[str], None]
 
 
@@ -247,7 +248,8 @@ def materialize_graph(settings: SimulationSettings, cell_names: Sequence[str] | 
     settings.noise_config()  # a bad noise setting is refused before anything runs (ValueError naming it)
     recording = recording or RecordingSettings()
     all_recording = recording_rotation_partitions.get_partition_keys()
-    recording_rotations = list(recording_rotations or all_recording) if "recording" in stages_ else []
+    recording_rotations = (list(recording_rotations or all_recording)
+                           if {"recording", "recording_generalisation"} & set(stages_) else [])
     bad = [r for r in recording_rotations if r not in all_recording]
     if bad:
         raise ValueError(f"recording rotation(s) {bad} are not partitions of this deployment ({', '.join(all_recording)}); "
@@ -442,7 +444,8 @@ def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rot
         for rotation in rotations if "eaps" in stages_ else []:
             stage("eap_datasets_job", str(cell_rotation_key(model.name, rotation)), ["eap_dataset", "feature_table"],
                   cell)
-        for rotation in recording_rotations if model.parent is None else []:
+        # the recording EAPs of a variant serve only the recording generalisation's unseen-variant protocol
+        for rotation in recording_rotations if model.parent is None or "recording_generalisation" in stages_ else []:
             stage("recording_eaps_job", str(cell_rotation_key(model.name, rotation)), ["recording_eap_dataset"], cell)
     for name in broken:
         for rotation in rotations if "eaps" in stages_ else []:
@@ -452,8 +455,17 @@ def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rot
     def of_cells(job: str, rotation: str, cells_: Sequence[cells.CellModel]) -> list[tuple[str, str]]:
         return [(job, str(cell_rotation_key(m.name, rotation))) for m in cells_]
 
-    recording_models = []
-    for rotation in recording_rotations:
+    recording_models, generalisations = [], []
+    for rotation in recording_rotations if "recording_generalisation" in stages_ else []:
+        for task in TASKS:
+            partition = str(rotation_task_key(rotation, task))
+            generalisations.append(("recording_generalisation_job", partition))
+            if broken:
+                plan.fail("recording_generalisation_job", partition, f"recording EAPs failed for {', '.join(broken)}")
+            else:
+                stage("recording_generalisation_job", partition, ["recording_generalisation"],
+                      of_cells("recording_eaps_job", rotation, models))
+    for rotation in recording_rotations if "recording" in stages_ else []:
         if broken:
             plan.fail("recording_training_job", rotation, f"recording EAPs failed for {', '.join(broken)}")
         else:
@@ -469,7 +481,6 @@ def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rot
                                                           "recording_waveform_model", "unit_classifier"],
                       [("recording_training_job", rotation)])
     models_ = []
-    generalisations = []
     for rotation in rotations:
         if "training" in stages_:
             if broken:
@@ -494,7 +505,7 @@ def _plan(models, invalid, variant_cells, paper_models, rotations, recording_rot
                     stage("generalisation_job", partition, ["generalisation"],
                           [("training_tables_job", rotation), ("models_job", partition),
                            *of_cells("eap_datasets_job", rotation, models)])
-    if "generalisation" in stages_ and rotations:
+    if generalisations:
         stage("generalisation_report_job", None, ["generalisation_report"], generalisations)
     if "report" in stages_ and "models" in stages_ and rotations:
         if broken:
@@ -523,6 +534,8 @@ def _why_not_run(job: str, partition: str, failed: Sequence[TaskResult]) -> str:
     if job == "training_tables_job" and failed_cells:
         return f"feature tables failed for {', '.join(failed_cells)}"
     if job == "recording_training_job" and failed_cells:
+        return f"recording EAPs failed for {', '.join(failed_cells)}"
+    if job == "recording_generalisation_job" and failed_cells:
         return f"recording EAPs failed for {', '.join(failed_cells)}"
     if job in ("models_job", "recording_models_job", "generalisation_job") and len(parts) == 2:
         table = "training_tables_job" if job != "recording_models_job" else "recording_training_job"

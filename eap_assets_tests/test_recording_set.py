@@ -153,3 +153,54 @@ def test_a_noise_free_copy_equals_the_serving_mapping(pool):
     windows, _, _ = _windows(pool, cell, np.arange(10), 0, clean, None)
     served, _ = to_model_input(eaps, 32000.0, clean.spec, filtered=False)
     assert np.array_equal(windows, served)
+
+
+def test_recording_generalisation_holds_out_whole_morphologies_and_cell_types(pool, bp_templates):
+    """The recording protocols on 3 cells (BP, a second BP morphology -- another draw of BP's EAPs named as
+    its variant -- and TTPC1): the variant split keeps every cell on one side, the basis of each protocol sees
+    its own training rows only, EAPs are capped per cell, and a hold-out fold whose training rows are of one
+    class is reported as skipped."""
+    from eap_assets.core import generalisation as gen
+
+    variant = replace(simulate_eap_dataset(bp_templates, EAPConfig(n_eaps=60, rotation="3drot", seed=3, **BOX),
+                                           mtype="BP"), cell_name="L5_BP_bAC217_1_sx1")
+    labels = {c: tuple(pool.index.loc[pool.index["cell"] == c, ["parent", "mtype", "excitatory"]].iloc[0])
+              for c in pool.datasets}
+    labels[variant.cell_name] = ("L5_BP_bAC217_1", "BP", False)
+    three = EAPPool([*pool.datasets.values(), variant], labels)
+    config = gen.RecordingGeneralisationConfig(kinds=("lgbm",), max_eaps_per_cell=40, seed=4)
+    lgbm = models.LGBMConfig(n_estimators=30)
+    splits_ = gen.recording_protocol_splits(three.index, "binary", config)
+    assert list(splits_) == ["own_split", "unseen_variants", "hold_out_type/BP", "hold_out_type/TTPC1"]
+    # the protocol's split reaches the table: every row of the held-out type is a test row, no other is
+    table = build_recording_set(three, CONFIG, split=splits_["hold_out_type/BP"], max_eaps_per_cell=40)[0]
+    assert ((table["split"] == "test") == (table["mtype"] == "BP")).all()
+    assert table.groupby("cell")["eap_id"].max().max() < 40
+    with pytest.raises(ValueError, match="split must label each of the"):
+        build_recording_set(three, CONFIG, split=lambda eaps: np.full(len(eaps), "nowhere"))
+    result = gen.run_recording_generalisation(three, "mtype", CONFIG, config, models.CNNConfig(), lgbm,
+                                              log=lambda m: None)
+    unseen = result["details"]["unseen_variants"]["lgbm"]
+    bp_cells = {"L5_BP_bAC217_1", "L5_BP_bAC217_1_sx1"}
+    assert len(unseen["test_cells"]) == 1 and set(unseen["test_cells"]) < bp_cells
+    assert not set(unseen["train_cells"]) & set(unseen["test_cells"])
+    assert "L5_TTPC1_cADpyr232_1" in unseen["train_cells"]
+    rows = {r["protocol"]: r for r in result["rows"]}
+    assert set(rows) == {"own_split", "unseen_variants"} and 0 <= rows["unseen_variants"]["accuracy"] <= 100
+    assert result["sets"]["own_split"]["rows"]["test"] > 0
+    binary = gen.run_recording_generalisation(three, "binary", CONFIG, config, models.CNNConfig(), lgbm,
+                                              log=lambda m: None)
+    # holding BP out leaves only TTPC1 (E) to train on, and the other way round: nothing to learn E/I from
+    assert binary["details"]["hold_out_type/BP"] == {"skipped": "training rows of a single class, or no test rows"}
+    assert {r["protocol"] for r in binary["rows"]} == {"own_split", "unseen_variants"}
+    # the same draw as a third cell type (an interneuron "NGC"): holding BP out trains on NGC (I) and TTPC1 (E)
+    labels[variant.cell_name] = (variant.cell_name, "NGC", False)
+    types = EAPPool([*pool.datasets.values(), variant], labels)
+    held = gen.run_recording_generalisation(types, "binary", CONFIG, replace(config, held_out=("BP",)),
+                                            models.CNNConfig(), lgbm, log=lambda m: None)
+    fold = held["details"]["hold_out_type/BP"]["lgbm"]
+    assert fold["test_cells"] == ["L5_BP_bAC217_1"] and fold["train_cells"] == sorted(set(labels) - {"L5_BP_bAC217_1"})
+    assert [r["held_type"] for r in held["rows"] if r["protocol"] == "hold_out_type"] == ["BP"]
+    assert list(fold["per_class"]) == ["I"]
+    with pytest.raises(ValueError, match="cell type"):
+        gen.recording_protocol_splits(three.index, "binary", replace(config, held_out=("NGC",)))

@@ -41,6 +41,7 @@ from eap_assets.core.eaps import derived_seed, partition_seed
 from eap_assets.core.features import SILENT_THRESHOLD, amplitude_width, probe_grid
 from eap_assets.core.noise import NOISE_KINDS, NoiseConfig
 from eap_assets.core.pool import EAPPool
+from eap_assets.core.recording_set import RecordingSetConfig, build_recording_set, table_proba, train_on_table
 from eap_assets.core.waveform import (WaveformConfig, WaveformModel, cap_components, fit_waveform_classifier,
                                      fit_waveform_projection, projection_rows)
 
@@ -54,6 +55,8 @@ HOLD_OUT_TARGET = 90.0
 TARGET_ROTATION = "3drot"
 #: Version of this code (part of the generalisation asset's key).
 CODE_VERSION = "generalisation-1"
+#: Version of :func:`run_recording_generalisation` (part of the ``recording_generalisation`` asset's key).
+RECORDING_CODE_VERSION = "recording-generalisation-1"
 Log = Callable[[str], None]
 
 
@@ -421,3 +424,144 @@ def run_generalisation(pool: EAPPool, task: str, config: GeneralisationConfig, t
     if "held_type" not in frame.columns:
         frame["held_type"] = None
     return GeneralisationResult(pool.rotation, task, classes, config, frame, details)
+
+
+#: Protocols of the models for real recordings (:func:`run_recording_generalisation`): the champions'
+#: recipe on its own per-cell split over EAPs (the reference), on unseen morphology variants, and E/I of
+#: each cell type by a model trained on the others.
+RECORDING_PROTOCOLS: tuple[str, ...] = ("own_split", "unseen_variants", "hold_out_type")
+
+
+@dataclass(frozen=True)
+class RecordingGeneralisationConfig:
+    """Settings of the generalisation protocols of the models for real recordings.
+
+    Attributes
+    ----------
+    kinds : tuple of str
+        Model kinds trained per protocol (and per held-out type).
+    variant_test_fraction : float
+        Share of each m-type's morphologies held out by ``unseen_variants``.
+    validation_fraction : float
+        Share of each protocol's training rows kept for validation (early stopping).
+    max_eaps_per_cell : int or None
+        Each cell's first accepted EAPs used (every protocol builds its own training set: this bounds the
+        cost of the 13 hold-out folds); None: all.
+    held_out : tuple of str or None
+        Cell types held out by ``hold_out_type`` (default: every type).
+    seed : int
+        Root seed of the splits and the trainings.
+    """
+
+    kinds: tuple[str, ...] = ("lgbm", "waveform")
+    variant_test_fraction: float = 0.25
+    validation_fraction: float = 0.1
+    max_eaps_per_cell: int | None = 3000
+    held_out: tuple[str, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(models.KINDS))
+        if not self.kinds or unknown:
+            raise ValueError(f"RecordingGeneralisationConfig.kinds must be model kinds among "
+                             f"{', '.join(models.KINDS)}, got {self.kinds!r}")
+        if self.max_eaps_per_cell is not None and (isinstance(self.max_eaps_per_cell, bool)
+                                                   or int(self.max_eaps_per_cell) < 10):
+            raise ValueError(f"RecordingGeneralisationConfig.max_eaps_per_cell must be None or >= 10, got "
+                             f"{self.max_eaps_per_cell!r}")
+        if not 0 < self.variant_test_fraction < 1:
+            raise ValueError(f"RecordingGeneralisationConfig.variant_test_fraction must be in (0, 1), got "
+                             f"{self.variant_test_fraction!r}")
+
+
+def recording_protocol_splits(index: pd.DataFrame, task: str, config: RecordingGeneralisationConfig
+                              ) -> dict[str, Callable[[pd.DataFrame], np.ndarray] | None]:
+    """The split of each recording protocol, as :func:`~eap_assets.core.recording_set.build_recording_set`
+    takes it (None: its own per-cell split over EAPs): ``own_split``; ``unseen_variants`` when some m-type
+    of the pool (``index``: cell, parent, mtype per row) has two morphologies or more; for the binary task
+    ``hold_out_type/<type>`` per cell type."""
+    out: dict[str, Callable[[pd.DataFrame], np.ndarray] | None] = {"own_split": None}
+    if index.groupby("mtype")["cell"].nunique().max() >= 2:
+        out["unseen_variants"] = lambda eaps: splits.variant_split(
+            eaps["cell"], eaps["mtype"], config.variant_test_fraction, config.validation_fraction, config.seed)
+    if task == "binary":
+        types = sorted(set(index["mtype"]))
+        unknown = sorted(set(config.held_out or ()) - set(types))
+        if unknown:
+            raise ValueError(f"RecordingGeneralisationConfig.held_out: cell type(s) {unknown} not in the pool "
+                             f"({', '.join(types)})")
+        for held in config.held_out or types:
+            out[f"hold_out_type/{held}"] = lambda eaps, held=held: splits.leave_one_type_out(
+                eaps["mtype"], config.validation_fraction, config.seed, strata=eaps["cell"], held_out=[held])[held]
+    return out
+
+
+def run_recording_generalisation(pool: EAPPool, task: str, set_config: RecordingSetConfig,
+                                 config: RecordingGeneralisationConfig,
+                                 cnn: models.CNNConfig, lgbm: models.LGBMConfig, log: Log = print) -> dict:
+    """The recipe of the models for real recordings under every protocol of :data:`RECORDING_PROTOCOLS`.
+
+    Each protocol builds its own training set from the pool (:func:`~eap_assets.core.recording_set.build_recording_set`
+    with the protocol's split: augmented copies, detection rule, and a waveform basis fitted on that split's
+    training rows only), trains every kind of ``config.kinds`` on its ``train`` rows (early stopping on
+    ``validation``) and scores its ``test`` rows: templates as the champions' own test split has them (the
+    augmentation's recording noise, spikes per template, correlation, filter and jitter).
+
+    Parameters
+    ----------
+    pool : EAPPool
+        The rotation's recording EAPs: models and their morphology variants (``parent``).
+    task : {"binary", "mtype"}
+    set_config : RecordingSetConfig
+        The champions' training-set settings (spec, augmentation, detection rule, basis).
+    config : RecordingGeneralisationConfig
+    cnn, lgbm : CNNConfig, LGBMConfig
+        The champions' training settings.
+    log : callable
+
+    Returns
+    -------
+    dict
+        ``rows``: one per protocol x kind (x held-out type): ``protocol, kind, held_type, accuracy`` (%),
+        ``n_train, n_test``; ``details``: per protocol and kind, the cells on each side, the accuracy per
+        class and per test cell, the top confusions, training time and rounds; ``sets``: rows per split
+        and seconds of each protocol's training set; ``classes``, ``config``.
+    """
+    records: list[dict] = []
+    details: dict = {}
+    sets: dict = {}
+    classes = models.task_labels(pool.index, task)[1]
+    for name, split in recording_protocol_splits(pool.index, task, config).items():
+        protocol, _, held = name.partition("/")
+        table, basis, summary = build_recording_set(pool, set_config, log, split=split,
+                                                    max_eaps_per_cell=config.max_eaps_per_cell)
+        sets[name] = {"rows": summary["rows"], "seconds": summary["seconds"]}
+        y, classes = models.task_labels(table, task)
+        labels = table["split"].to_numpy()
+        train, test = labels == "train", labels == "test"
+        if np.unique(y[train]).size < 2 or not test.any():
+            details.setdefault(name, {})["skipped"] = "training rows of a single class, or no test rows"
+            log(f"recording {name}: skipped (training rows of a single class, or no test rows)")
+            continue
+        cells = table["cell"].to_numpy()
+        for kind in config.kinds:
+            seed = derived_seed(config.seed, "recording-generalisation", name, kind, task, int31=True)
+            trained, _ = train_on_table(kind, table, basis, task, set_config.spec, cnn, lgbm, seed)
+            pred = table_proba(kind, trained.model, table[test], set_config.spec, classes).argmax(axis=1)
+            truth = y[test]
+            accuracy = 100.0 * float((pred == truth).mean())
+            records.append({"protocol": protocol, "kind": kind, "held_type": held or None, "accuracy": accuracy,
+                            "n_train": int(train.sum()), "n_test": int(test.sum())})
+            details.setdefault(name, {})[kind] = {
+                "train_cells": sorted(set(cells[train])), "test_cells": sorted(set(cells[test])),
+                "per_class": {classes[c]: round(100.0 * float((pred[truth == c] == c).mean()), 2)
+                              for c in np.unique(truth)},
+                "per_test_cell": {c: round(100.0 * float((pred[cells[test] == c] == truth[cells[test] == c]).mean()), 2)
+                                  for c in sorted(set(cells[test]))},
+                "confusions": _confusions(truth, pred, classes),
+                "train_seconds": round(float(trained.seconds), 1), "steps_run": int(trained.steps_run),
+                "best_step": int(trained.best_step)}
+            log(f"recording {name} {kind}: {int(train.sum())} training rows, {trained.seconds:.0f} s; "
+                f"{accuracy:.2f} % on {int(test.sum())} test rows")
+    return {"task": task, "rotation": pool.rotation, "classes": classes, "config": asdict(config),
+            "code_version": RECORDING_CODE_VERSION, "rows": records, "details": details, "sets": sets}

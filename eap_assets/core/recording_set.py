@@ -29,15 +29,15 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from eap_assets.core import splits
+from eap_assets.core import models, splits
 from eap_assets.core.eaps import derived_seed
 from eap_assets.core.features import amplitude_width, feature_columns
 from eap_assets.core.pool import EAPPool
 from eap_assets.core.probe import model_plane_positions
 from eap_assets.core.recording import (NOISE_MARGIN, Augmentation, NoiseBank, RecordingSpec, draw_copy,
                                        to_model_input)
-from eap_assets.core.waveform import (WaveformConfig, WaveformModel, projection_input, cap_components,
-                                      fit_waveform_projection)
+from eap_assets.core.waveform import (WaveformConfig, WaveformModel, cap_components, fit_waveform_classifier,
+                                     fit_waveform_projection, projection_input)
 
 #: Version of this code (part of the training set's key).
 CODE_VERSION = "recording-set-1"
@@ -106,8 +106,9 @@ def _windows(pool: EAPPool, cell: str, ids: np.ndarray, copy: int | None, config
     return windows, info, draws
 
 
-def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | None = None
-                        ) -> tuple[pd.DataFrame, WaveformModel, dict[str, object]]:
+def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | None = None,
+                        split: Callable[[pd.DataFrame], np.ndarray] | None = None,
+                        max_eaps_per_cell: int | None = None) -> tuple[pd.DataFrame, WaveformModel, dict[str, object]]:
     """The augmented, split, featurised training set of one rotation, and the waveform basis.
 
     Parameters
@@ -116,6 +117,14 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
         The EAP datasets of the rotation's cells (simulated for recordings: MEA-plane medium).
     config : RecordingSetConfig
     log : callable, optional
+    split : callable, optional
+        Another split than the per-cell split over EAPs (a generalisation protocol's, e.g. by
+        morphology or by cell type): called with one row per detected EAP (``cell``, ``parent``,
+        ``mtype``, ``ei``), returns its labels (``train`` / ``validation`` / ``test`` / ``excluded``).
+        The basis is fitted on the ``train`` rows of that split.
+    max_eaps_per_cell : int, optional
+        Use only each cell's first ``max_eaps_per_cell`` accepted EAPs (a random sample: positions and
+        rotations are drawn independently per EAP).
 
     Returns
     -------
@@ -145,7 +154,7 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     # 1. detection rule on the clean mapping
     detected: dict[str, np.ndarray] = {}
     for cell in cells:
-        ids = np.arange(pool.datasets[cell].accepted)
+        ids = np.arange(min(pool.datasets[cell].accepted, max_eaps_per_cell or pool.datasets[cell].accepted))
         _, info, _ = _windows(pool, cell, ids, None, config, None)
         detected[cell] = ids[info["peak_to_peak_uv"] >= config.min_amplitude_uv]
         if not detected[cell].size:
@@ -154,9 +163,15 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     # 2. split over EAPs, per cell
     eap_cells = np.concatenate([[c] * detected[c].size for c in cells])
     eap_ids = np.concatenate([detected[c] for c in cells])
-    split_seed = derived_seed(config.seed, "recording-split", pool.rotation)
-    eap_split = splits.assign_split(eap_cells, config.test_fraction, config.validation_fraction, split_seed)
     labels = pool.index.drop_duplicates("cell").set_index("cell")
+    if split is None:
+        split_seed = derived_seed(config.seed, "recording-split", pool.rotation)
+        eap_split = splits.assign_split(eap_cells, config.test_fraction, config.validation_fraction, split_seed)
+    else:
+        eap_split = np.asarray(split(labels.loc[eap_cells, ["parent", "mtype", "ei"]].reset_index()), dtype=object)
+        if eap_split.shape != eap_cells.shape or not set(eap_split) <= {*splits.SPLITS, splits.EXCLUDED}:
+            raise ValueError(f"split must label each of the {eap_cells.size} detected EAPs with one of "
+                             f"{', '.join((*splits.SPLITS, splits.EXCLUDED))}")
     frames = []
     for cell in cells:
         mine = eap_cells == cell
@@ -235,6 +250,36 @@ def table_input(kind: str, table: pd.DataFrame, spec: RecordingSpec) -> np.ndarr
         pcs = [c for c in table.columns if str(c).startswith("pc")]
         return table[amp + width + pcs].to_numpy(np.float32)
     raise ValueError(f"model kind {kind!r} unknown; choose one of cnn, lgbm, waveform")
+
+
+def train_on_table(kind: str, table: pd.DataFrame, basis: WaveformModel, task: str, spec: RecordingSpec,
+                   cnn: models.CNNConfig, lgbm: models.LGBMConfig, seed: int, on_step=None
+                   ) -> tuple[models.TrainedModel, list[str]]:
+    """A model of ``kind`` for ``task`` trained on a recording set's ``train`` rows, early stopping on its
+    ``validation`` rows (the waveform model: a copy of ``basis`` with a LightGBM of ``lgbm`` on top).
+
+    Returns
+    -------
+    trained : TrainedModel
+    classes : list of str
+        The task's classes in label order.
+    """
+    y, classes = models.task_labels(table, task)
+    split = table["split"].to_numpy()
+    train, val = split == "train", split == "validation"
+    x = table_input(kind, table, spec)
+    if kind == "cnn":
+        trained = models.train_cnn(x[train], y[train], x[val], y[val], len(classes), cnn, seed, on_step=on_step,
+                                   classes=classes)
+    elif kind == "lgbm":
+        trained = models.train_lgbm(x[train], y[train], x[val], y[val], len(classes), lgbm, seed, classes)
+    else:
+        model = WaveformModel(replace(basis.config, lgbm=lgbm), basis.dt, basis.n_contacts, basis.n_samples,
+                              basis.mean, basis.components)
+        start = time.perf_counter()
+        trained = fit_waveform_classifier(model, x[train], y[train], x[val], y[val], len(classes), seed, classes)
+        trained.seconds = time.perf_counter() - start
+    return trained, classes
 
 
 def table_proba(kind: str, model: object, table: pd.DataFrame, spec: RecordingSpec, classes: list[str]) -> np.ndarray:

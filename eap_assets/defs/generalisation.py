@@ -14,12 +14,14 @@ from pydantic import Field
 from eap_assets import registry
 from eap_assets.core import generalisation as gen
 from eap_assets.core import keys, models, plots
-from eap_assets.core.report import generalisation_markdown
+from eap_assets.core.report import generalisation_markdown, recording_generalisation_markdown
 from eap_assets.core.storage import atomic_path
-from eap_assets.defs.eaps import eap_dataset, load_pool
+from eap_assets.defs.eaps import eap_dataset, load_pool, recording_eap_dataset
+from eap_assets.defs.features import paper_cells
 from eap_assets.defs.metadata import figure_metadata, markdown_table
-from eap_assets.defs.partitions import rotation_partitions
-from eap_assets.defs.resources import SimulationSettings
+from eap_assets.defs.partitions import recording_rotation_partitions, rotation_partitions
+from eap_assets.defs.recording import recording_task_partitions
+from eap_assets.defs.resources import RecordingSettings, SimulationSettings
 from eap_assets.defs.retries import TRANSIENT_RETRY, fail_fast
 from eap_assets.defs.tags import k8s_op_tags
 from eap_assets.defs.training import (BY_ROTATION, MLflowTracking, TrainingSettings, evaluation,
@@ -43,6 +45,12 @@ class GeneralisationSettings(dg.ConfigurableResource):
     kinds: list[str] = Field(default=list(models.KINDS), description="Kinds trained by the variant/distance protocols.")
     hold_out_kinds: list[str] = Field(default=["lgbm"], description="Kinds trained per held-out cell type.")
     target_noise_uv: float = Field(default=10.0, description="Noise level of the targets and confusions.")
+    recording_kinds: list[str] = Field(default=list(gen.RecordingGeneralisationConfig.kinds),
+                                       description="Kinds trained per protocol by recording_generalisation (the "
+                                                   "models for real recordings).")
+    recording_eaps_per_cell: int = Field(default=3000, description="recording_generalisation: each cell's first "
+                                                                   "accepted recording EAPs used (every protocol and "
+                                                                   "held-out type builds its own training set).")
 
     def config(self, settings: SimulationSettings) -> gen.GeneralisationConfig:
         return gen.GeneralisationConfig(
@@ -51,6 +59,13 @@ class GeneralisationSettings(dg.ConfigurableResource):
             train_noise_uv=tuple(self.train_noise_uv), variant_test_fraction=self.variant_test_fraction,
             validation_fraction=settings.validation_fraction, kinds=tuple(self.kinds),
             hold_out_kinds=tuple(self.hold_out_kinds), target_noise_uv=self.target_noise_uv, seed=settings.seed)
+
+
+    def recording_config(self, settings: SimulationSettings) -> gen.RecordingGeneralisationConfig:
+        return gen.RecordingGeneralisationConfig(
+            kinds=tuple(self.recording_kinds), variant_test_fraction=self.variant_test_fraction,
+            validation_fraction=settings.validation_fraction, max_eaps_per_cell=self.recording_eaps_per_cell,
+            seed=settings.seed)
 
 
 def trainers(training: TrainingSettings) -> gen.Trainers:
@@ -71,8 +86,10 @@ def pool_cells(settings: SimulationSettings, parents) -> list[str]:
     return parents + [v for p in parents for v in settings.variant_names(p)]
 
 
-def result_path(settings: SimulationSettings, rotation: str, task: str):
-    return settings.data_path / "generalisation" / rotation / f"{task}.json"
+def result_path(settings: SimulationSettings, rotation: str, task: str, family: str = "paper"):
+    """Where the generalisation result of a rotation x task of ``family`` (``paper`` / ``recording``) is."""
+    folder = settings.data_path / "generalisation"
+    return (folder if family == "paper" else folder / family) / rotation / f"{task}.json"
 
 
 def generalisation_result_key(settings: SimulationSettings, rotation: str, task: str) -> str | None:
@@ -140,27 +157,86 @@ def generalisation(context: dg.AssetExecutionContext, settings: SimulationSettin
         "accuracy (%) by noise RMS": markdown_table(table), "path": dg.MetadataValue.path(str(path)), **figures})
 
 
-@dg.asset(deps=[generalisation], group_name="reports", kinds={"markdown"}, code_version="generalisation-report-1",
+@dg.asset(
+    partitions_def=recording_task_partitions, group_name="generalisation", kinds={"lightgbm", "mlflow"},
+    code_version=gen.RECORDING_CODE_VERSION, op_tags=k8s_op_tags("generalisation"), retry_policy=TRANSIENT_RETRY,
+    deps=[dg.AssetDep(recording_eap_dataset, partition_mapping=ALL_CELLS_OF_ROTATION), "generalisation_settings",
+          "variant_settings", "recording_settings"],
+)
+@fail_fast
+def recording_generalisation(context: dg.AssetExecutionContext, settings: SimulationSettings,
+                             recording: RecordingSettings, training: TrainingSettings,
+                             generalisation_settings: GeneralisationSettings,
+                             mlflow_tracking: MLflowTracking) -> dg.MaterializeResult:
+    """The recipe of the models for real recordings (``recording_<kind>_model``: the same training set
+    settings and training settings) on one rotation x task, under protocols that hold out what a user's
+    units are not: its own per-cell split over EAPs (the reference), unseen morphology variants (when
+    the settings make variants: their recording EAPs are then simulated too) and, for E/I, each cell type
+    held out in turn. Each protocol builds its own training set (basis fitted on its training rows) from
+    each cell's first ``recording_eaps_per_cell`` EAPs. Result:
+    ``generalisation/recording/<rotation>/<task>.json``, an MLflow run."""
+    import mlflow
+
+    rotation, task = str(context.partition_key).split("|")
+    config = generalisation_settings.recording_config(settings)
+    cells_ = pool_cells(settings, paper_cells(settings, context.instance.get_dynamic_partitions("cell_model")))
+    pool = load_pool(settings, rotation, cells_, family="recording", recording=recording)
+    set_config = recording.set_config(settings)
+    result = gen.run_recording_generalisation(pool, task, set_config, config, training.cnn_config(),
+                                              training.lgbm_config(), context.log.info)
+    pool_keys = {name: d.provenance["settings_hash"] for name, d in pool.datasets.items()}
+    key = keys.settings_hash(gen.RECORDING_CODE_VERSION, set_config.key(), sorted(pool_keys.items()), config,
+                             training.cnn_config(), training.lgbm_config())
+    index = pool.index.drop_duplicates("cell")
+    record = {**result, "key": key, "cells": len(pool.datasets),
+              "variants": int((index["cell"] != index["parent"]).sum())}
+    path = result_path(settings, rotation, task, "recording")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=float))
+    rows = pd.DataFrame(result["rows"])
+    summary = rows.groupby(["protocol", "kind"])["accuracy"].mean().unstack("kind") if len(rows) else pd.DataFrame()
+    with mlflow_tracking.run(context, settings, f"recording generalisation {rotation} {task}"):
+        mlflow.log_dict(record, "recording_generalisation.json")
+        mlflow.log_metrics({f"{protocol}_{kind}": float(v) for (protocol, kind), v in summary.stack().items()})
+    return dg.MaterializeResult(metadata={
+        "key": key, "cells": len(pool.datasets), "variants": record["variants"],
+        "accuracy (%) by protocol (hold_out_type: mean over types)": markdown_table(summary.round(2).reset_index()),
+        "path": dg.MetadataValue.path(str(path))})
+
+
+@dg.asset(deps=[generalisation, recording_generalisation], group_name="reports", kinds={"markdown"},
+          code_version="generalisation-report-2",
           op_tags=k8s_op_tags("tables"), retry_policy=TRANSIENT_RETRY)
 @fail_fast
 def generalisation_report(context: dg.AssetExecutionContext, settings: SimulationSettings,
                           mlflow_tracking: MLflowTracking) -> dg.MaterializeResult:
     """Every rotation x task's generalisation result: accuracy per model kind and protocol at each
     noise level, the hold-cell-type-out E/I, and the targets (3drot, 10 µV, unseen variants: m-type
-    >= 90 %, binary >= 98 %; hold-out E/I >= 90 %) met or missed by how much and why:
-    ``reports/generalisation.md`` + ``.csv`` + plots."""
+    >= 90 %, binary >= 98 %; hold-out E/I >= 90 %) met or missed by how much and why; then the same for
+    the models for real recordings (``recording_generalisation``): ``reports/generalisation.md`` + ``.csv`` + plots."""
     import mlflow
 
-    results = {}
-    for rotation in rotation_partitions.get_partition_keys():
-        for task in models.TASKS:
-            path = result_path(settings, rotation, task)
-            if path.exists():
+    results, recording_results = {}, {}
+    for task in models.TASKS:
+        for rotation in rotation_partitions.get_partition_keys():
+            if (path := result_path(settings, rotation, task)).exists():
                 results[(rotation, task)] = json.loads(path.read_text())
-    if not results:
+        for rotation in recording_rotation_partitions.get_partition_keys():
+            if (path := result_path(settings, rotation, task, "recording")).exists():
+                recording_results[(rotation, task)] = json.loads(path.read_text())
+    if not results and not recording_results:
         raise FileNotFoundError(f"no generalisation results under {settings.data_path / 'generalisation'}; "
-                                "materialise `generalisation` first")
-    markdown, frame = generalisation_markdown(results)
+                                "materialise `generalisation` or `recording_generalisation` first")
+    sections, frames = [], []
+    if results:
+        markdown, frame = generalisation_markdown(results)
+        sections.append(markdown)
+        frames.append(frame.assign(family="paper"))
+    if recording_results:
+        markdown, frame = recording_generalisation_markdown(recording_results)
+        sections.append(markdown)
+        frames.append(frame.assign(family="recording"))
+    markdown, frame = "\n".join(sections), pd.concat(frames, ignore_index=True)
     folder = settings.data_path / "reports"
     with atomic_path(folder / "generalisation.md") as tmp:
         tmp.write_text(markdown)
@@ -179,4 +255,4 @@ def generalisation_report(context: dg.AssetExecutionContext, settings: Simulatio
         if (png := result_path(settings, rotation, task).with_suffix(".png")).exists()}
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(markdown), "path": dg.MetadataValue.path(str(folder / "generalisation.md")),
-        "results": len(results), **plots_md})
+        "results": len(results) + len(recording_results), **plots_md})

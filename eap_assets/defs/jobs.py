@@ -7,7 +7,7 @@ import dagster as dg
 from eap_assets.defs.cells import cell_model, spike_templates
 from eap_assets.defs.eaps import eap_dataset
 from eap_assets.defs.features import feature_table, training_table
-from eap_assets.defs.generalisation import generalisation, generalisation_report
+from eap_assets.defs.generalisation import generalisation, generalisation_report, recording_generalisation
 from eap_assets.defs.report import paper_comparison
 from eap_assets.defs.training import (cnn_model, evaluation, hold_out_cell_type, lgbm_model,
                                        waveform_model)
@@ -50,6 +50,11 @@ generalisation_job = dg.define_asset_job(
     "generalisation_job", selection=dg.AssetSelection.assets(generalisation),
     tags={"eap_assets/stage": "training"},
     description="Every model kind under recording noise and on unseen morphology variants, distances and cell types.")
+#: The recipe of the models for real recordings on unseen morphology variants and cell types (one rotation x task).
+recording_generalisation_job = dg.define_asset_job(
+    "recording_generalisation_job", selection=dg.AssetSelection.assets(recording_generalisation),
+    tags={"eap_assets/stage": "training"},
+    description="The models for real recordings' recipe on unseen morphology variants and held-out cell types.")
 #: The report over every rotation x task's generalisation result.
 generalisation_report_job = dg.define_asset_job(
     "generalisation_report_job", selection=dg.AssetSelection.assets(generalisation_report),
@@ -86,5 +91,5 @@ crosscheck_report_job = dg.define_asset_job(
     description="Cross-simulator report (Markdown + CSV) with the targets.")
 
 JOBS = [crosscheck_templates_job, crosscheck_recording_job, crosscheck_job, crosscheck_report_job, recording_eaps_job, recording_training_job, recording_models_job, morphology_variants_job, cell_models_job, eap_datasets_job, training_tables_job, models_job, report_job,
-        generalisation_job, generalisation_report_job]
+        generalisation_job, recording_generalisation_job, generalisation_report_job]
 

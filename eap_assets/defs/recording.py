@@ -22,8 +22,7 @@ records them (MEA-plane medium, the whole detectable range of positions); then, 
 
 
 import json
-import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import dagster as dg
 import numpy as np
@@ -35,9 +34,10 @@ from eap_assets.core import evaluation as scoring
 from eap_assets.core import keys, models, plots
 from eap_assets.core.classifier import UnitClassifier, merge_proba
 from eap_assets.core.probe import edge_contacts
-from eap_assets.core.recording_set import CODE_VERSION, build_recording_set, table_input, table_proba
+from eap_assets.core.recording_set import (CODE_VERSION, build_recording_set, table_input, table_proba,
+                                          train_on_table)
 from eap_assets.core.storage import atomic_path
-from eap_assets.core.waveform import WaveformConfig, WaveformModel, fit_waveform_classifier
+from eap_assets.core.waveform import WaveformConfig, WaveformModel
 from eap_assets.defs.eaps import load_pool, recording_eap_dataset
 from eap_assets.defs.features import paper_cells
 from eap_assets.defs.metadata import figure_metadata, key_metadata, markdown_table
@@ -146,27 +146,6 @@ def basis_model(arrays: dict[str, np.ndarray]) -> WaveformModel:
                          int(arrays["n_samples"]), arrays["mean"], arrays["components"])
 
 
-def _train(kind: str, table: pd.DataFrame, basis: dict, task: str, spec, training: TrainingSettings, seed: int,
-           on_step) -> tuple[models.TrainedModel, list[str]]:
-    y, classes = models.task_labels(table, task)
-    split = table["split"].to_numpy()
-    train, val = split == "train", split == "validation"
-    x = table_input(kind, table, spec)
-    if kind == "cnn":
-        trained = models.train_cnn(x[train], y[train], x[val], y[val], len(classes), training.cnn_config(), seed,
-                                   on_step=on_step, classes=classes)
-    elif kind == "lgbm":
-        trained = models.train_lgbm(x[train], y[train], x[val], y[val], len(classes), training.lgbm_config(), seed,
-                                    classes)
-    else:
-        model = basis_model(basis)
-        model.config = replace(model.config, lgbm=training.lgbm_config())
-        start = time.perf_counter()
-        trained = fit_waveform_classifier(model, x[train], y[train], x[val], y[val], len(classes), seed, classes)
-        trained.seconds = time.perf_counter() - start
-    return trained, classes
-
-
 def _accuracy(proba: np.ndarray, y: np.ndarray) -> float:
     return float((proba.argmax(axis=1) == y).mean()) if len(y) else float("nan")
 
@@ -210,8 +189,9 @@ def recording_model_asset(kind: str) -> dg.AssetsDefinition:
                                "rotation": rotation, "task": task, "seed": seed, "input_spec": spec.to_json(),
                                **{f"n_{s}": int((split == s).sum()) for s in ("train", "validation", "test")},
                                "training_set_key": table.attrs.get("key")})
-            trained, classes = _train(kind, table, waveform_basis, task, spec, training, seed,
-                                      lambda step, metrics: mlflow.log_metrics(metrics, step=step))
+            trained, classes = train_on_table(kind, table, basis_model(waveform_basis), task, spec,
+                                              training.cnn_config(), training.lgbm_config(), seed,
+                                              lambda step, metrics: mlflow.log_metrics(metrics, step=step))
             if "iteration" in trained.history.columns:
                 for row in trained.history.itertuples(index=False):
                     mlflow.log_metrics({k: float(v) for k, v in row._asdict().items() if k != "iteration"},
