@@ -64,8 +64,16 @@ def _training(args: argparse.Namespace):
 def _generalisation(args: argparse.Namespace):
     from eap_assets.defs.generalisation import GeneralisationSettings
 
-    copies = getattr(args, "train_copies", None)
-    return GeneralisationSettings() if copies is None else GeneralisationSettings(train_copies=copies)
+    values = {}
+    if getattr(args, "train_copies", None) is not None:
+        values["train_copies"] = args.train_copies
+    for flag, field in (("recording_protocols", "recording_protocols"),
+                        ("recording_generalisation_kinds", "recording_kinds")):
+        if getattr(args, flag, None):
+            values[field] = [v for v in getattr(args, flag).split(",") if v]
+    if getattr(args, "recording_generalisation_eaps", None) is not None:
+        values["recording_eaps_per_cell"] = args.recording_generalisation_eaps
+    return GeneralisationSettings(**values)
 
 
 def _recording(args: argparse.Namespace):
@@ -345,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording-eaps-factor", type=float, default=None,
                    help="EAPs per cell and rotation of the recording training set, as a multiple of the paper's "
                         f"(default {EAPS_FACTOR:g})")
+    p.add_argument("--recording-protocols", default="",
+                   help="recording_generalisation stage: protocols among own_split,unseen_variants,hold_out_type "
+                        "(default: all)")
+    p.add_argument("--recording-generalisation-kinds", default="",
+                   help="recording_generalisation stage: model kinds trained per protocol (default lgbm,waveform)")
+    p.add_argument("--recording-generalisation-eaps", type=int, default=None, metavar="N",
+                   help="recording_generalisation stage: each cell's first N recording EAPs (default 3000)")
     p.add_argument("--train-copies", type=int, default=None,
                    help="generalisation stage: noisy copies of each training EAP (default 2; 0: no augmentation)")
     p.add_argument("--paper-cnn", action="store_true",

@@ -172,6 +172,8 @@ def test_recording_generalisation_holds_out_whole_morphologies_and_cell_types(po
     lgbm = models.LGBMConfig(n_estimators=30)
     splits_ = gen.recording_protocol_splits(three.index, "binary", config)
     assert list(splits_) == ["own_split", "unseen_variants", "hold_out_type/BP", "hold_out_type/TTPC1"]
+    only = replace(config, protocols=("unseen_variants",))
+    assert list(gen.recording_protocol_splits(three.index, "binary", only)) == ["unseen_variants"]
     # the protocol's split reaches the table: every row of the held-out type is a test row, no other is
     table = build_recording_set(three, CONFIG, split=splits_["hold_out_type/BP"], max_eaps_per_cell=40)[0]
     assert ((table["split"] == "test") == (table["mtype"] == "BP")).all()

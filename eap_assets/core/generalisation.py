@@ -438,6 +438,8 @@ class RecordingGeneralisationConfig:
 
     Attributes
     ----------
+    protocols : tuple of str
+        The protocols to run, among :data:`RECORDING_PROTOCOLS` (``hold_out_type`` for the binary task only).
     kinds : tuple of str
         Model kinds trained per protocol (and per held-out type).
     variant_test_fraction : float
@@ -453,6 +455,7 @@ class RecordingGeneralisationConfig:
         Root seed of the splits and the trainings.
     """
 
+    protocols: tuple[str, ...] = RECORDING_PROTOCOLS
     kinds: tuple[str, ...] = ("lgbm", "waveform")
     variant_test_fraction: float = 0.25
     validation_fraction: float = 0.1
@@ -461,6 +464,12 @@ class RecordingGeneralisationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.protocols) - set(RECORDING_PROTOCOLS))
+        if not self.protocols or unknown:
+            raise ValueError(f"RecordingGeneralisationConfig.protocols must be among {', '.join(RECORDING_PROTOCOLS)}, "
+                             f"got {self.protocols!r}")
+        object.__setattr__(self, "protocols", tuple(self.protocols))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
         unknown = sorted(set(self.kinds) - set(models.KINDS))
         if not self.kinds or unknown:
             raise ValueError(f"RecordingGeneralisationConfig.kinds must be model kinds among "
@@ -476,15 +485,17 @@ class RecordingGeneralisationConfig:
 
 def recording_protocol_splits(index: pd.DataFrame, task: str, config: RecordingGeneralisationConfig
                               ) -> dict[str, Callable[[pd.DataFrame], np.ndarray] | None]:
-    """The split of each recording protocol, as :func:`~eap_assets.core.recording_set.build_recording_set`
-    takes it (None: its own per-cell split over EAPs): ``own_split``; ``unseen_variants`` when some m-type
-    of the pool (``index``: cell, parent, mtype per row) has two morphologies or more; for the binary task
-    ``hold_out_type/<type>`` per cell type."""
-    out: dict[str, Callable[[pd.DataFrame], np.ndarray] | None] = {"own_split": None}
-    if index.groupby("mtype")["cell"].nunique().max() >= 2:
+    """The split of each recording protocol of ``config.protocols``, as
+    :func:`~eap_assets.core.recording_set.build_recording_set` takes it (None: its own per-cell split over
+    EAPs): ``own_split``; ``unseen_variants`` when some m-type of the pool (``index``: cell, parent, mtype per
+    row) has two morphologies or more; for the binary task ``hold_out_type/<type>`` per cell type."""
+    out: dict[str, Callable[[pd.DataFrame], np.ndarray] | None] = {}
+    if "own_split" in config.protocols:
+        out["own_split"] = None
+    if "unseen_variants" in config.protocols and index.groupby("mtype")["cell"].nunique().max() >= 2:
         out["unseen_variants"] = lambda eaps: splits.variant_split(
             eaps["cell"], eaps["mtype"], config.variant_test_fraction, config.validation_fraction, config.seed)
-    if task == "binary":
+    if task == "binary" and "hold_out_type" in config.protocols:
         types = sorted(set(index["mtype"]))
         unknown = sorted(set(config.held_out or ()) - set(types))
         if unknown:

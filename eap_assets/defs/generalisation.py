@@ -45,6 +45,9 @@ class GeneralisationSettings(dg.ConfigurableResource):
     kinds: list[str] = Field(default=list(models.KINDS), description="Kinds trained by the variant/distance protocols.")
     hold_out_kinds: list[str] = Field(default=["lgbm"], description="Kinds trained per held-out cell type.")
     target_noise_uv: float = Field(default=10.0, description="Noise level of the targets and confusions.")
+    recording_protocols: list[str] = Field(default=list(gen.RECORDING_PROTOCOLS),
+                                           description="Protocols of recording_generalisation: own_split, "
+                                                       "unseen_variants (when variants exist), hold_out_type (E/I).")
     recording_kinds: list[str] = Field(default=list(gen.RecordingGeneralisationConfig.kinds),
                                        description="Kinds trained per protocol by recording_generalisation (the "
                                                    "models for real recordings).")
@@ -63,7 +66,7 @@ class GeneralisationSettings(dg.ConfigurableResource):
 
     def recording_config(self, settings: SimulationSettings) -> gen.RecordingGeneralisationConfig:
         return gen.RecordingGeneralisationConfig(
-            kinds=tuple(self.recording_kinds), variant_test_fraction=self.variant_test_fraction,
+            protocols=tuple(self.recording_protocols), kinds=tuple(self.recording_kinds), variant_test_fraction=self.variant_test_fraction,
             validation_fraction=settings.validation_fraction, max_eaps_per_cell=self.recording_eaps_per_cell,
             seed=settings.seed)
 
