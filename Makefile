@@ -19,6 +19,11 @@ FAITHFUL_ARGS ?= --rotations 3drot --stages models,report --paper-cnn
 # every model kind, then the generalisation protocols and report (docs/generalisation.md).
 GENERALISATION_ARGS ?= --variants 3 --rotations 3drot
 
+# `make recording-generalisation`: the recipe of the models for real recordings on its own split, on each held-out
+# cell type (E/I) and, with `--variants 3` in the arguments, on unseen morphology variants (their recording EAPs are
+# then simulated too: ~1 GB per cell model at 12 000 EAPs; `--recording-eaps-factor 3` for a directory of its own).
+RECORDING_GENERALISATION_ARGS ?=
+
 # `make crosscheck`: MEArec's own templates and recordings (32 and 30 kHz) of the 13 cells, read back by SpikeInterface
 # and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
 CROSSCHECK_ARGS ?=
@@ -31,7 +36,7 @@ PROBES ?= SqMEA-10-15 Neuronexus-32 Neuropixels-24
 PROBES_ARGS ?= --rotations 3drot
 PROBES_MLFLOW_URI ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db
 
-.PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation crosscheck results-doc bench cells-doc probes clean
+.PHONY: install compile test test-deploy run ui screenshots mlflow-ui results generalisation recording-generalisation crosscheck results-doc bench cells-doc probes clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +95,11 @@ results: compile
 ## `make run RUN_ARGS=` data directory: NEURON for the 39 variants, then the two generalisation runs, ~1 h each)
 generalisation: compile
 	$(BIN)/eap-assets run $(GENERALISATION_ARGS) --stages variants,cells,eaps,training,models,generalisation
+	$(MAKE) results-doc
+
+## the same for the models for real recordings: their section of data/reports/generalisation.md (-> docs/generalisation.md)
+recording-generalisation: compile
+	$(BIN)/eap-assets run $(RECORDING_GENERALISATION_ARGS) --stages variants,cells,recording_generalisation
 	$(MAKE) results-doc
 
 ## the cross-simulator check: data/reports/crosscheck.md, appended to docs/results.md (after the paper comparison)

@@ -263,6 +263,7 @@ def test_automation_conditions_follow_the_retraining_mode(monkeypatch):
         f"weekly_if_changed({automation.WEEKLY_CRON})"
     assert off["feature_table"] == "eager" and off["lgbm_model"] is None
     assert eager["generalisation"] is eager["mearec_recording"] is eager["morphology_variants"] is None
+    assert eager["recording_generalisation"] is None
     with pytest.raises(ValueError, match="EAP_ASSETS_RETRAIN='hourly': unknown retraining mode"):
         automation.with_automation(assets, "hourly")
     monkeypatch.setenv(automation.ENV_AUTOMATION, "off")
@@ -325,7 +326,8 @@ def test_definitions_load_and_validate(tmp_path):
     assert {k.to_user_string() for k in graph_.get_all_asset_keys()} - sources == {
         "cell_model", "spike_templates", "eap_dataset", "feature_table", "training_table", "hold_out_cell_type",
         "cnn_model", "lgbm_model", "waveform_model", "evaluation", "paper_comparison", "morphology_variants",
-        "generalisation", "generalisation_report", "recording_eap_dataset", "recording_training_set", "waveform_basis",
+        "generalisation", "recording_generalisation", "generalisation_report", "recording_eap_dataset",
+        "recording_training_set", "waveform_basis",
         "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model", "unit_classifier",
         "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph_.get(k).parent_keys}
@@ -340,7 +342,9 @@ def test_definitions_load_and_validate(tmp_path):
     assert parents["evaluation"] == {"training_table", "cnn_model", "lgbm_model", "waveform_model"}
     assert parents["generalisation"] == {"training_table", "evaluation", "eap_dataset", "generalisation_settings",
                                          "variant_settings"}
-    assert parents["generalisation_report"] == {"generalisation"}
+    assert parents["generalisation_report"] == {"generalisation", "recording_generalisation"}
+    assert parents["recording_generalisation"] == {"recording_eap_dataset", "generalisation_settings",
+                                                   "variant_settings", "recording_settings"}
     assert parents["recording_eap_dataset"] == {"spike_templates", "simulation_settings", "recording_settings"}
     assert parents["recording_training_set"] == parents["waveform_basis"] == {
         "recording_eap_dataset", "simulation_settings", "recording_settings"}
