@@ -51,7 +51,7 @@ from eap_assets.local import BACKFILL_DONE, LocalDagster, ensure_dagster_home
 STAGES: tuple[str, ...] = ("variants", "cells", "eaps", "training", "models", "recording", "generalisation",
                            "recording_generalisation", "crosscheck", "report")
 #: What ``eap-assets run`` / ``make run`` do unless told otherwise: everything but the generalisation and
-#: cross-simulator stages (``make generalisation`` / ``make crosscheck`` add them).
+#: cross-simulator stages (``make generalisation`` / ``make recording-generalisation`` / ``make crosscheck`` add them).
 DEFAULT_STAGES: tuple[str, ...] = tuple(s for s in STAGES
                                         if s not in ("generalisation", "recording_generalisation", "crosscheck"))
 Log = Callable[[str], None]
