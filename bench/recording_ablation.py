@@ -19,6 +19,11 @@ Usage (after ``make run RUN_ARGS=`` and ``make crosscheck`` in the same data dir
     .venv/bin/python bench/recording_ablation.py --data-dir data [--rotation 3drot] [--rate 32000]
         [--variants full,no_bandpass,...] [--kinds lgbm,waveform]
 
+With ``--hold-out ChC,STPC,UTPC``: instead, E/I of each of those cell types by a model trained on the other
+types (the ``hold_out_type`` protocol of :func:`eap_assets.core.generalisation.run_recording_generalisation`, each
+cell's first ``--eaps-per-cell`` EAPs) under each variant: which ingredient costs the held-out types their E/I
+(``bench/results/recording_ablation_hold_out.json``).
+
 Writes ``bench/results/recording_ablation.json`` and prints a Markdown table (appended to docs/results.md
 by hand is not allowed: ``--markdown PATH`` writes the table for ``make results-doc`` to pick up).
 """
@@ -93,6 +98,31 @@ def fit(kind: str, table: pd.DataFrame, basis, task: str, spec: RecordingSpec, t
     return fit_waveform_classifier(basis, x[train], y[train], x[val], y[val], len(classes), seed, classes).model, classes
 
 
+def hold_out(args: argparse.Namespace, pool: EAPPool, base, training) -> dict:
+    """E/I of each ``--hold-out`` type by a model trained on the other types, under each variant."""
+    from eap_assets.core import generalisation as gen
+
+    config = gen.RecordingGeneralisationConfig(protocols=("hold_out_type",), kinds=tuple(args.kinds.split(",")),
+                                               max_eaps_per_cell=args.eaps_per_cell,
+                                               held_out=tuple(args.hold_out.split(",")))
+    rows = []
+    for name in args.variants.split(","):
+        start = time.perf_counter()
+        vpool, set_config = variant(name, pool, base)
+        result = gen.run_recording_generalisation(vpool, "binary", set_config, config, training.cnn_config(),
+                                                  training.lgbm_config(), log=lambda m: None)
+        for row in result["rows"]:
+            rows.append({"variant": name, "kind": row["kind"], "held_type": row["held_type"],
+                         "accuracy": row["accuracy"], "n_test": row["n_test"],
+                         "seconds": round(time.perf_counter() - start, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    result = {"rotation": args.rotation, "eaps_per_cell": args.eaps_per_cell, "rows": rows}
+    print(f"written {benchlib.save_result('recording_ablation_hold_out', result)}")
+    table = pd.DataFrame(rows).pivot_table(index="variant", columns=["kind", "held_type"], values="accuracy").round(2)
+    print(table.to_markdown() if hasattr(table, "to_markdown") else table.to_string())
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     from eap_assets.defs.eaps import load_pool
     from eap_assets.defs.features import paper_cells
@@ -108,12 +138,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--markdown", default=None, help="also write the Markdown table here")
     parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1, as the pipeline)")
     parser.add_argument("--tasks", default="binary,mtype")
+    parser.add_argument("--hold-out", default="", help="cell types: E/I of each held out, per variant (see above)")
+    parser.add_argument("--eaps-per-cell", type=int, default=3000, help="--hold-out: each cell's first N EAPs")
     args = parser.parse_args(argv)
     settings, recording = SimulationSettings(data_dir=args.data_dir), RecordingSettings()
     training = TrainingSettings(threads=args.threads)
     found, _ = settings.scan_models()
     pool = load_pool(settings, args.rotation, paper_cells(settings, list(found)), family="recording", recording=recording)
     base = recording.set_config(settings)
+    if args.hold_out:
+        return hold_out(args, pool, base, training)
     analyzer = Path(args.data_dir) / "crosscheck" / args.rate / "analyzer"
     truth = pd.read_parquet(analyzer.parent / "truth.parquet").set_index("unit_id")
     units = read_units(analyzer)
