@@ -73,7 +73,7 @@ def test_every_asset_has_k8s_resources():
             assert config is not None, f"asset {name} has no dagster-k8s/config op tag"
             resources[name] = json.loads(config)["container_config"]["resources"]
             pools[name] = assets_def.op.pool
-    assert len(resources) == 25 + 10  # with the observable sources
+    assert len(resources) == 26 + 10  # with the observable sources
     assert resources["cell_model_files"] == resources["cnn_recipe"] == tags.RESOURCES["observe"]
     assert resources["generalisation"] == tags.RESOURCES["generalisation"]
     assert resources["morphology_variants"] == tags.RESOURCES["variants"]

@@ -233,8 +233,8 @@ def test_retry_policies_are_on_io_and_mlflow_assets_only():
     retried = {name for name, policy in policies.items() if policy == TRANSIENT_RETRY}
     assert retried == {"eap_dataset", "feature_table", "training_table", "cnn_model", "lgbm_model", "waveform_model",
                        "evaluation", "hold_out_cell_type", "paper_comparison", "morphology_variants",
-                       "generalisation", "generalisation_report", "recording_eap_dataset", "recording_training_set",
-                       "waveform_basis", "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model",
+                       "generalisation", "recording_generalisation", "generalisation_report", "recording_eap_dataset",
+                       "recording_training_set", "waveform_basis", "recording_cnn_model", "recording_lgbm_model", "recording_waveform_model",
                        "unit_classifier", "mearec_templates", "mearec_recording", "crosscheck", "crosscheck_report"}
     assert policies["cell_model"] is None and policies["spike_templates"] is None  # NEURON: deterministic
     assert TRANSIENT_RETRY.max_retries == 2 and TRANSIENT_RETRY.backoff == dg.Backoff.EXPONENTIAL
