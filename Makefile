@@ -97,10 +97,9 @@ generalisation: compile
 	$(BIN)/eap-assets run $(GENERALISATION_ARGS) --stages variants,cells,eaps,training,models,generalisation
 	$(MAKE) results-doc
 
-## the same for the models for real recordings: their section of data/reports/generalisation.md (-> docs/generalisation.md)
+## the same for the models for real recordings: their section of <data directory>/reports/generalisation.md
 recording-generalisation: compile
 	$(BIN)/eap-assets run $(RECORDING_GENERALISATION_ARGS) --stages variants,cells,recording_generalisation
-	$(MAKE) results-doc
 
 ## the cross-simulator check: data/reports/crosscheck.md, appended to docs/results.md (after the paper comparison)
 crosscheck: compile

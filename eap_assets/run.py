@@ -577,11 +577,11 @@ class Backfill:
         backfill_id = local.launch_backfill(self.plan.targets, self.run_config, self.title,
                                             {"eap_assets/launched_by": "make run"})
         n_stage = len(self.plan.expected)
-        self.log(f"backfill {backfill_id}: {sum(len(k or [None]) for k in self.plan.targets.values())} asset "
-                 f"partitions in {n_stage} stage partitions; runs in the UI under Overview > Backfills")
         seen: set[str] = set()
         reached: dict[tuple[str, str], TaskResult] = {}  # one result per stage partition, over all its runs
-        try:
+        try:  # from the launch on: a stop signal right after it must cancel the backfill too
+            self.log(f"backfill {backfill_id}: {sum(len(k or [None]) for k in self.plan.targets.values())} asset "
+                     f"partitions in {n_stage} stage partitions; runs in the UI under Overview > Backfills")
             while True:
                 status, runs = self._state(local, backfill_id)
                 for run in sorted(runs, key=lambda r: r.run_id):
