@@ -77,3 +77,26 @@ def test_targets_say_when_the_units_cannot_tell_met_from_missed():
     text, _ = report.crosscheck_markdown({"32000": _record(many, own_mean=84.0)}, SETTINGS)
     assert _target(text, "m-type mean over cell types ≥ 90").endswith("| missed |")
     assert "95% Wilson intervals" in text
+
+
+def test_generalisation_reports_show_each_held_out_type_in_the_paper_order():
+    """Both families' reports: the held-out types' E/I table, types in the paper's order, one column per kind
+    (and noise level for the paper family)."""
+    from eap_assets.core.report import generalisation_markdown, recording_generalisation_markdown
+
+    paper_rows = [{"protocol": "hold_out_type", "kind": "lgbm", "held_type": t, "noise_uv": v, "accuracy": a,
+                   "n_test": 5, "n_train": 50} for t, a in (("UTPC", 10.0), ("BP", 99.0)) for v in (0.0, 10.0)]
+    config = {"noise_kind": "white", "train_copies": 2, "train_noise_uv": [0, 20], "variant_test_fraction": 0.25,
+              "distance_train_um": [10, 40], "distance_test_um": [40, 60], "seed": 0, "target_noise_uv": 10.0,
+              "noise_levels_uv": [0.0, 10.0]}
+    paper, _ = generalisation_markdown({("3drot", "binary"): {"rows": paper_rows, "details": {}, "config": config}})
+    assert "| 3drot: held-out type | LightGBM 0 µV | LightGBM 10 µV |\n|---|---|---|\n| BP | 99" in paper
+    recording_rows = [{"protocol": "hold_out_type", "kind": k, "held_type": t, "accuracy": a, "n_train": 50,
+                       "n_test": 5} for t, a in (("UTPC", 7.0), ("BP", 99.0)) for k in ("lgbm", "waveform")]
+    recording, frame = recording_generalisation_markdown({("3drot", "binary"): {
+        "rows": recording_rows, "details": {}, "config": {"variant_test_fraction": 0.25, "max_eaps_per_cell": 3000,
+                                                          "seed": 0}}})
+    assert "| 3drot: held-out type | LightGBM | waveform |\n|---|---|---|\n| BP | 99" in recording
+    assert "| 3drot hold-cell-type-out E/I, mean of 2 types, recording templates | 90" in recording
+    assert "| 3drot mtype, unseen variants, recording templates | 90" in recording and "not measured" in recording
+    assert len(frame) == 4

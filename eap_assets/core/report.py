@@ -166,6 +166,20 @@ def _breaks(curve: pd.Series, target: float) -> str:
     return _level(min(below)) if below else "–"
 
 
+def _held_out_types(part: pd.DataFrame, rotation: str, columns, name) -> list[str]:
+    """The "E/I accuracy of each held-out cell type" table of a rotation's ``hold_out_type`` rows (types in the
+    paper's order; ``columns`` pivoted into the columns, each named by ``name``), or nothing without such rows."""
+    held = part[part.protocol == "hold_out_type"]
+    if held.empty:
+        return []
+    per_type = held.pivot_table(index="held_type", columns=columns, values="accuracy")
+    per_type.columns = [name(c) for c in per_type.columns]
+    per_type = per_type.reindex([t for t in PAPER_MTYPES if t in per_type.index]
+                                + sorted(set(per_type.index) - set(PAPER_MTYPES)))
+    per_type.index.name = f"{rotation}: held-out type"
+    return ["E/I accuracy of each held-out cell type:\n", _md(per_type)]
+
+
 def generalisation_markdown(results: dict[tuple[str, str], dict]) -> tuple[str, pd.DataFrame]:
     """The generalisation report: the targets, then per rotation x task the accuracy of every
     protocol x model kind at every noise level, per-type hold-out E/I, and training details.
@@ -266,15 +280,8 @@ def generalisation_markdown(results: dict[tuple[str, str], dict]) -> tuple[str, 
         skipped = {p: kinds["skipped"] for p, kinds in record["details"].items() if "skipped" in kinds}
         if skipped:
             out.append("Not measured: " + "; ".join(f"{p} ({why})" for p, why in skipped.items()) + ".\n")
-        held = part[part.protocol == "hold_out_type"]
-        if not held.empty:
-            per_type = held.pivot_table(index="held_type", columns=["kind", "noise_uv"], values="accuracy")
-            per_type.columns = [f"{KIND_NAMES.get(k, k)} {_level(v)}" for k, v in per_type.columns]
-            per_type = per_type.reindex([t for t in PAPER_MTYPES if t in per_type.index]
-                                        + sorted(set(per_type.index) - set(PAPER_MTYPES)))
-            per_type.index.name = f"{rotation}: held-out type"
-            out.append("E/I accuracy of each held-out cell type:\n")
-            out.append(_md(per_type))
+        out += _held_out_types(part, rotation, ["kind", "noise_uv"],
+                               lambda c: f"{KIND_NAMES.get(c[0], c[0])} {_level(c[1])}")
     return "\n".join(out), frame
 
 
@@ -600,13 +607,5 @@ def recording_generalisation_markdown(results: dict[tuple[str, str], dict]) -> t
         skipped = {p: d["skipped"] for p, d in record["details"].items() if "skipped" in d}
         if skipped:
             out.append("Not measured: " + "; ".join(f"{p} ({why})" for p, why in skipped.items()) + ".\n")
-        held = part[part.protocol == "hold_out_type"]
-        if not held.empty:
-            per_type = held.pivot_table(index="held_type", columns="kind", values="accuracy")
-            per_type.columns = [KIND_NAMES.get(k, k) for k in per_type.columns]
-            per_type = per_type.reindex([t for t in PAPER_MTYPES if t in per_type.index]
-                                        + sorted(set(per_type.index) - set(PAPER_MTYPES)))
-            per_type.index.name = f"{rotation}: held-out type"
-            out.append("E/I accuracy of each held-out cell type:\n")
-            out.append(_md(per_type))
+        out += _held_out_types(part, rotation, "kind", lambda c: KIND_NAMES.get(c, c))
     return "\n".join(out), frame
