@@ -63,6 +63,7 @@ def _training(args: argparse.Namespace):
 
 def _generalisation(args: argparse.Namespace):
     from eap_assets.defs.generalisation import GeneralisationSettings
+    from eap_assets.defs.resources import SimulationSettings
 
     values = {}
     if getattr(args, "train_copies", None) is not None:
@@ -73,7 +74,12 @@ def _generalisation(args: argparse.Namespace):
             values[field] = [v for v in getattr(args, flag).split(",") if v]
     if getattr(args, "recording_generalisation_eaps", None) is not None:
         values["recording_eaps_per_cell"] = args.recording_generalisation_eaps
-    return GeneralisationSettings(**values)
+    settings = GeneralisationSettings(**values)
+    try:  # a bad protocol or kind is said before any work, not by the first run that reads it
+        settings.recording_config(SimulationSettings())
+    except ValueError as exc:
+        raise UsageError(f"--recording-protocols / --recording-generalisation-kinds: {exc}") from None
+    return settings
 
 
 def _recording(args: argparse.Namespace):
@@ -128,6 +134,7 @@ def _recording_rotations_of(probe: str):
 def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
     from eap_assets.local import cpu_count
 
+    generalisation = _generalisation(args)
     settings = _settings(args)
     with _recording_rotations_of(settings.probe):
         from eap_assets.run import materialize_graph
@@ -136,7 +143,7 @@ def _materialize(args: argparse.Namespace, stages: tuple[str, ...]):
         recording_rotations = [r for r in getattr(args, "recording_rotations", "").split(",") if r] or None
         report = materialize_graph(settings, [c for c in args.cells.split(",") if c] or None, rotations, stages,
                                    workers=args.workers or cpu_count(), training=_training(args),
-                                   generalisation=_generalisation(args), recording=_recording(args),
+                                   generalisation=generalisation, recording=_recording(args),
                                    recording_rotations=recording_rotations, crosscheck=_crosscheck(args))
     return settings, report
 
@@ -149,6 +156,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     build = cells.prepare_mechanisms(list(models.values()))
     print(f"mechanisms of {len(models)} cell models compiled and loadable: {build} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+class UsageError(ValueError):
+    """A command-line value that the command cannot use (exit status 2, no traceback)."""
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -443,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ProbeError as exc:  # a bad --probe: said before any work, without a traceback
+    except (ProbeError, UsageError) as exc:  # a bad --probe or setting: said before any work, without a traceback
         print(f"eap-assets: {exc}", file=sys.stderr)
         return 2
 

@@ -533,9 +533,7 @@ def _why_not_run(job: str, partition: str, failed: Sequence[TaskResult]) -> str:
         return f"cell stage of {parts[0]} failed"
     if job == "training_tables_job" and failed_cells:
         return f"feature tables failed for {', '.join(failed_cells)}"
-    if job == "recording_training_job" and failed_cells:
-        return f"recording EAPs failed for {', '.join(failed_cells)}"
-    if job == "recording_generalisation_job" and failed_cells:
+    if job in ("recording_training_job", "recording_generalisation_job") and failed_cells:
         return f"recording EAPs failed for {', '.join(failed_cells)}"
     if job in ("models_job", "recording_models_job", "generalisation_job") and len(parts) == 2:
         table = "training_tables_job" if job != "recording_models_job" else "recording_training_job"

@@ -121,3 +121,24 @@ def test_a_stage_partition_run_in_two_runs_is_one_result():
     _merge_into(first, TaskResult("eap_datasets_job", "c|norot", "failed", 0.5, "run-c", "feature_table: boom",
                                   started=140.0, ended=140.5))
     assert first.status == "failed" and first.error == "feature_table: boom" and first.run_id.count(",") == 2
+
+
+def test_a_stage_partition_never_run_says_which_upstream_failure_stopped_it():
+    """The summary names the failure upstream of a partition that the backfill never ran, per stage: a cell's
+    failed recording EAPs of the same rotation stop the recording training set and the recording generalisation
+    of that rotation (not of another); a failed training table stops that rotation's models."""
+    from eap_assets.run import TaskResult, _why_not_run
+
+    recording = [TaskResult("recording_eaps_job", "L5_BP_bAC217_1|3drot", "failed", error="boom")]
+    assert _why_not_run("recording_generalisation_job", "3drot|binary", recording) == \
+        "recording EAPs failed for L5_BP_bAC217_1"
+    assert _why_not_run("recording_training_job", "3drot", recording) == "recording EAPs failed for L5_BP_bAC217_1"
+    assert _why_not_run("recording_generalisation_job", "physrot|binary", recording).startswith(
+        "not run: upstream failed (recording_eaps_job L5_BP_bAC217_1|3drot")
+    cell = [TaskResult("cell_models_job", "L5_BP_bAC217_1", "failed", error="boom")]
+    assert _why_not_run("eap_datasets_job", "L5_BP_bAC217_1|norot", cell) == "cell stage of L5_BP_bAC217_1 failed"
+    assert _why_not_run("recording_generalisation_job", "physrot|mtype", cell) == \
+        "recording EAPs failed for L5_BP_bAC217_1"  # a cell that failed fails every rotation
+    table = [TaskResult("training_tables_job", "xrot", "failed", error="boom")]
+    assert _why_not_run("models_job", "xrot|mtype", table) == "training table xrot failed"
+    assert _why_not_run("models_job", "norot|mtype", table).startswith("not run: upstream failed")

@@ -266,6 +266,19 @@ def test_run_refuses_a_bad_probe_before_any_work(tmp_path, capsys):
     assert cli.main(["run", "--quick", "--probe", "NoSuchProbe", "--data-dir", str(tmp_path / "data")]) == 2
 
 
+def test_run_refuses_an_unknown_recording_protocol_or_kind_before_any_work(tmp_path, capsys):
+    from eap_assets import cli
+
+    code = cli.main(["run", "--quick", "--recording-protocols", "own_split,unseen_morphologies",
+                     "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--recording-protocols" in err and "unseen_morphologies" in err and "hold_out_type" in err
+    assert cli.main(["run", "--quick", "--recording-generalisation-kinds", "svm", "--data-dir",
+                     str(tmp_path / "data")]) == 2
+    assert "'svm'" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_window_follows_the_unit_not_the_noise_of_other_channels():
     """Channels that see only noise count as nothing: a unit on channel 2 of a line of 6 gets the window
     around it, not the one that adds two more noisy channels (the plain sum of squares would pick [2, 3, 4])."""

@@ -547,7 +547,7 @@ def run_recording_generalisation(pool: EAPPool, task: str, set_config: Recording
         table, basis, summary = build_recording_set(pool, set_config, log, split=split,
                                                     max_eaps_per_cell=config.max_eaps_per_cell)
         sets[name] = {"rows": summary["rows"], "seconds": summary["seconds"]}
-        y, classes = models.task_labels(table, task)
+        y, set_classes = models.task_labels(table, task)  # this set's classes: the model's output order
         labels = table["split"].to_numpy()
         train, test = labels == "train", labels == "test"
         if np.unique(y[train]).size < 2 or not test.any():
@@ -558,18 +558,18 @@ def run_recording_generalisation(pool: EAPPool, task: str, set_config: Recording
         for kind in config.kinds:
             seed = derived_seed(config.seed, "recording-generalisation", name, kind, task, int31=True)
             trained, _ = train_on_table(kind, table, basis, task, set_config.spec, cnn, lgbm, seed)
-            pred = table_proba(kind, trained.model, table[test], set_config.spec, classes).argmax(axis=1)
+            pred = table_proba(kind, trained.model, table[test], set_config.spec, set_classes).argmax(axis=1)
             truth = y[test]
             accuracy = 100.0 * float((pred == truth).mean())
             records.append({"protocol": protocol, "kind": kind, "held_type": held or None, "accuracy": accuracy,
                             "n_train": int(train.sum()), "n_test": int(test.sum())})
             details.setdefault(name, {})[kind] = {
                 "train_cells": sorted(set(cells[train])), "test_cells": sorted(set(cells[test])),
-                "per_class": {classes[c]: round(100.0 * float((pred[truth == c] == c).mean()), 2)
+                "per_class": {set_classes[c]: round(100.0 * float((pred[truth == c] == c).mean()), 2)
                               for c in np.unique(truth)},
                 "per_test_cell": {c: round(100.0 * float((pred[cells[test] == c] == truth[cells[test] == c]).mean()), 2)
                                   for c in sorted(set(cells[test]))},
-                "confusions": _confusions(truth, pred, classes),
+                "confusions": _confusions(truth, pred, set_classes),
                 "train_seconds": round(float(trained.seconds), 1), "steps_run": int(trained.steps_run),
                 "best_step": int(trained.best_step)}
             log(f"recording {name} {kind}: {int(train.sum())} training rows, {trained.seconds:.0f} s; "
