@@ -28,6 +28,9 @@ RECORDING_GENERALISATION_ARGS ?=
 # and classified by the unit classifiers of a `make run` (trained first if missing) -> docs/results.md
 CROSSCHECK_ARGS ?=
 
+# `make bench`: e.g. BENCH_ARGS="--data-dir /path/to/data --only eap_stage vs_mearec" (see bench/run_all.py)
+BENCH_ARGS ?=
+
 # `make probes`: one paper-scale `make run` per probe (own data directory and Dagster instance under data/probes/,
 # models registered in the one registry PROBES_MLFLOW_URI, by default ./data's, next to the MEA models), then the
 # per-probe table data/reports/probes.md, appended to docs/results.md. Neuropixels-24 is a 12-row section of
@@ -114,10 +117,11 @@ results-doc:
 	if [ -f data/reports/generalisation.md ]; then cp data/reports/generalisation.md docs/generalisation.md; fi
 
 ## benchmarks (EAP engine vs MEArec, full EAP stage, profile, NEURON timings, training, cold end-to-end run)
-## -> docs/benchmarks.md; needs a paper-scale `make run RUN_ARGS=` in ./data first (templates, training tables);
+## -> docs/benchmarks.md; needs a paper-scale `make run RUN_ARGS=` in ./data first (templates, training tables;
+## champions and `make crosscheck` for the classify one), or BENCH_ARGS="--data-dir <that run's data>";
 ## ~1 h on a quiet machine (the end-to-end run alone ~21 min, training ~15 min)
 bench: compile
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 ## regenerate docs/cells.md at paper settings (13 cells, 1.2 s simulations)
 cells-doc: compile

@@ -64,7 +64,7 @@ def build_analyzer(recording: Path, folder: Path, n_units: int, seed: int = 0) -
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--data-dir", default=str(benchlib.DATA_DIR))
     parser.add_argument("--units", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", default="30000")

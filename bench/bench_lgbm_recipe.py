@@ -87,7 +87,7 @@ def fit(data_dir: str, family: str, kind: str, rotation: str, task: str, fractio
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=benchlib.REPO / "data",
+    parser.add_argument("--data-dir", type=Path, default=benchlib.DATA_DIR,
                         help="data directory of a paper-scale make run")
     parser.add_argument("--rotation", default="3drot")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)

@@ -1,4 +1,5 @@
-"""Training benchmarks on the paper-scale training tables (``data/training_table/<rotation>.parquet``).
+"""Training benchmarks on the paper-scale training tables (``<data>/training_table/<rotation>.parquet``, data:
+``benchlib.DATA_DIR``).
 
 1. CNN milliseconds per optimiser step at the paper's batch of 1000 and at the pipeline's batch,
    with 1 and 2 TensorFlow threads (one process per setting: TF fixes its threads at start-up);
@@ -29,7 +30,7 @@ import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from multiprocessing import get_context  # noqa: E402
 
-TABLES = benchlib.REPO / "data" / "training_table"
+TABLES = benchlib.DATA_DIR / "training_table"
 ROTATIONS = ("norot", "zrot", "xrot", "3drot")
 
 

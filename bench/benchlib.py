@@ -24,7 +24,10 @@ from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
-TEMPLATES_DIR = REPO / "data" / "templates"
+#: The paper-scale run the benchmarks read (templates, training tables, champions): ``$EAP_BENCH_DATA_DIR``, set
+#: by ``run_all.py --data-dir`` (``make bench BENCH_ARGS="--data-dir ..."``), else ./data.
+DATA_DIR = Path(os.environ.get("EAP_BENCH_DATA_DIR") or REPO / "data")
+TEMPLATES_DIR = DATA_DIR / "templates"
 #: Cells named in the issue for the side-by-side comparison with MEArec.
 PEER_CELLS = ("L5_TTPC1_cADpyr232_1", "L5_BP_bAC217_1")
 PACKAGES = ("eap_assets", "numpy", "scipy", "MEArec", "LFPy", "LFPykit", "neuron", "MEAutility", "threadpoolctl",
@@ -40,7 +43,7 @@ def template_paths(cells: list[str] | None = None) -> list[Path]:
     missing = [p.name for p in paths if not p.exists()]
     if not paths or missing:
         raise SystemExit(f"spike templates missing in {TEMPLATES_DIR} ({', '.join(missing) or 'none found'}): run "
-                         "`make cells-doc` first (paper-scale templates of the 13 cells, ~10 min on 2 cores)")
+                         "`make cells-doc` (or a paper-scale `make run` in that data directory) first (paper-scale templates of the 13 cells, ~10 min on 2 cores)")
     return paths
 
 
@@ -132,7 +135,9 @@ def command_line() -> str:
         script = script.relative_to(REPO)
     except ValueError:
         pass
-    return " ".join([".venv/bin/python", str(script), *sys.argv[1:]])
+    data = os.environ.get("EAP_BENCH_DATA_DIR")  # the data directory chosen by run_all.py --data-dir
+    return " ".join([*([f"EAP_BENCH_DATA_DIR={data}"] if data else []), ".venv/bin/python", str(script),
+                     *sys.argv[1:]])
 
 
 def save_result(name: str, result: dict, out: Path | None = None) -> Path:

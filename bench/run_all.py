@@ -16,9 +16,11 @@ from __future__ import annotations
 import benchlib
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 BENCH = benchlib.REPO / "bench"
 REPORT = benchlib.REPO / "docs" / "benchmarks.md"
@@ -347,7 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, s")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the paper-scale `make run` whose templates, training tables and champions the benchmarks "
+                             "read (default ./data); e.g. the one `bench_end_to_end.py --keep` leaves")
     args = parser.parse_args(argv)
+    if args.data_dir is not None:  # every benchmark reads benchlib.DATA_DIR
+        os.environ["EAP_BENCH_DATA_DIR"] = str(args.data_dir.resolve())
     if not args.report_only:
         for name in args.only:
             run(name, args.max_load, args.wait)
