@@ -111,7 +111,8 @@ def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: floa
                      "run_seconds_sum": round(sum(r["seconds"] for r in runs), 1),
                      "longest_run_s": max(r["seconds"] for r in runs),
                      "peak_rss_tree_mib": round(max(inside), 0) if inside else None,
-                     "peak_rss_worker_mib": max((r.get("peak_rss_mib") or 0.0) for r in runs)})
+                     # None under a backfill: its runs are processes of the daemon that report no RSS to the driver
+                     "peak_rss_worker_mib": max((r.get("peak_rss_mib") or 0.0) for r in runs) or None})
     return rows
 
 

@@ -203,6 +203,7 @@ def _end_to_end(r: dict) -> list[str]:
     acc = r["accuracy"]
     ok_acc = bool(acc) and all(a["within_3pp_or_better"] for a in acc if a["kind"] == "cnn")
     ok_rss = all((s["peak_rss_tree_mib"] or 0) <= TARGET_RSS_MIB for s in r["stages"])
+    workers = any(s.get("peak_rss_worker_mib") for s in r["stages"])  # 0.0 / None: not reported (backfill runs)
     out = [f"Command: `{r['bench_command']}` ({r['date']}): `{r['command']}`, i.e. a fresh Dagster instance and "
            "data directory, nothing cached but the compiled mechanisms. "
            f"Load average {r['load_avg_start'][0]} → {r['load_avg_end'][0]}.", "",
@@ -215,12 +216,14 @@ def _end_to_end(r: dict) -> list[str]:
            f"CNN accuracy no more than 3 pp below the paper's ({'met' if ok_acc else 'NOT met'}).", "",
            "Stages (span: first run's start to last run's end, seconds from the start of `make run`; stages "
            "overlap because a rotation's training starts when its last feature table is done). Peak RSS "
-           "(tree): all processes together, sampled every 0.5 s during the span; (worker): the largest peak "
-           "RSS a worker process reported after one of the stage's runs.", ""]
+           "(tree): all processes together (the daemon and its run processes included), sampled every 0.5 s during "
+           "the span" + ("; (worker): the largest peak RSS a worker process reported after one of the stage's runs."
+                         if workers else " (no per-run figure: the backfill's runs do not report their RSS)."), ""]
     out += _table(["stage", "runs", "start (s)", "end (s)", "span (s)", "sum of run times (s)", "longest run (s)",
-                   "peak RSS tree (MiB)", "peak RSS worker (MiB)"],
+                   "peak RSS tree (MiB)", *(["peak RSS worker (MiB)"] if workers else [])],
                   [[s["stage"], s["runs"], s["start_s"], s["end_s"], s["span_s"], s["run_seconds_sum"],
-                    s["longest_run_s"], s["peak_rss_tree_mib"], s["peak_rss_worker_mib"]] for s in r["stages"]])
+                    s["longest_run_s"], s["peak_rss_tree_mib"], *([s["peak_rss_worker_mib"]] if workers else [])]
+                   for s in r["stages"]])
     out += ["", "Test accuracy of this run beside the paper's CNN (binary: accuracy over the test EAPs, the "
             "paper's Table II average; m-type: mean over the 13 cell types, Table III):", ""]
     out += _table(["rotation", "task", "model", "ours (%)", "paper CNN (%)", "difference (pp)", "train (s)"],
