@@ -91,6 +91,17 @@ class RecordingSetConfig:
         return settings_hash("recording-set", CODE_VERSION, asdict(self))
 
 
+#: EAPs of one cell mapped at once by :func:`build_recording_set` (memory bound; no effect on the table).
+CHUNK_EAPS = 2000
+
+
+def _chunks(ids: np.ndarray, size: int) -> list[np.ndarray]:
+    """``ids`` in consecutive pieces of at most ``size``."""
+    if size < 1:
+        raise ValueError(f"chunk_eaps must be >= 1, got {size!r}")
+    return [ids[i:i + size] for i in range(0, len(ids), size)] or [ids]
+
+
 def _windows(pool: EAPPool, cell: str, ids: np.ndarray, copy: int | None, config: RecordingSetConfig,
              bank: NoiseBank | None) -> tuple[np.ndarray, dict[str, np.ndarray], object]:
     """Model inputs of EAPs ``ids`` of ``cell``: clean (``copy`` None) or augmented copy ``copy``."""
@@ -108,7 +119,8 @@ def _windows(pool: EAPPool, cell: str, ids: np.ndarray, copy: int | None, config
 
 def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | None = None,
                         split: Callable[[pd.DataFrame], np.ndarray] | None = None,
-                        max_eaps_per_cell: int | None = None) -> tuple[pd.DataFrame, WaveformModel, dict[str, object]]:
+                        max_eaps_per_cell: int | None = None, chunk_eaps: int = CHUNK_EAPS
+                        ) -> tuple[pd.DataFrame, WaveformModel, dict[str, object]]:
     """The augmented, split, featurised training set of one rotation, and the waveform basis.
 
     Parameters
@@ -125,6 +137,9 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     max_eaps_per_cell : int, optional
         Use only each cell's first ``max_eaps_per_cell`` accepted EAPs (a random sample: positions and
         rotations are drawn independently per EAP).
+    chunk_eaps : int
+        EAPs mapped at once (every step is per EAP, so the table does not depend on it): bounds the
+        memory, ~0.35 MB per EAP of the paper's 100 contacts x 224 samples.
 
     Returns
     -------
@@ -155,8 +170,9 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     detected: dict[str, np.ndarray] = {}
     for cell in cells:
         ids = np.arange(min(pool.datasets[cell].accepted, max_eaps_per_cell or pool.datasets[cell].accepted))
-        _, info, _ = _windows(pool, cell, ids, None, config, None)
-        detected[cell] = ids[info["peak_to_peak_uv"] >= config.min_amplitude_uv]
+        p2p = np.concatenate([_windows(pool, cell, chunk, None, config, None)[1]["peak_to_peak_uv"]
+                              for chunk in _chunks(ids, chunk_eaps)])
+        detected[cell] = ids[p2p >= config.min_amplitude_uv]
         if not detected[cell].size:
             raise ValueError(f"no EAP of cell {cell!r} ({pool.rotation}) reaches {config.min_amplitude_uv:g} µV "
                              "peak-to-peak once band-passed: lower min_amplitude_uv or simulate closer somata")
@@ -208,21 +224,21 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
     extra = {name: np.empty(len(table), dtype=dtype) for name, dtype in (
         ("noise_uv", np.float32), ("shift", np.int16), ("filter_order", np.int8), ("peak_to_peak_uv", np.float32),
         ("peak_channel", np.int16), ("padded", np.int16), ("residual", np.float32))}
-    for (cell, copy), rows in table.groupby(["cell", "copy"], sort=False).groups.items():
-        rows = np.asarray(rows)
-        windows, info, draws = _windows(pool, cell, table.loc[rows, "eap_id"].to_numpy(), int(copy), config, bank)
-        amplitude, width = amplitude_width(windows, spec.dt_ms)
-        centred = projection_input(windows, basis.config) - basis.mean
-        projections = centred @ basis.components.T
-        features[rows] = np.concatenate([amplitude, width, projections], axis=1)
-        energy = np.einsum("nf,nf->n", centred, centred)
-        extra["residual"][rows] = np.where(energy > 0, 1.0 - np.einsum("nk,nk->n", projections, projections)
-                                           / np.maximum(energy, 1e-12), 0.0)
-        extra["noise_uv"][rows] = draws.noise_uv
-        extra["shift"][rows] = draws.shift
-        extra["filter_order"][rows] = draws.filter_order
-        for name in ("peak_to_peak_uv", "peak_channel", "padded"):
-            extra[name][rows] = info[name]
+    for (cell, copy), group in table.groupby(["cell", "copy"], sort=False).groups.items():
+        for rows in _chunks(np.asarray(group), chunk_eaps):
+            windows, info, draws = _windows(pool, cell, table.loc[rows, "eap_id"].to_numpy(), int(copy), config, bank)
+            amplitude, width = amplitude_width(windows, spec.dt_ms)
+            centred = projection_input(windows, basis.config) - basis.mean
+            projections = centred @ basis.components.T
+            features[rows] = np.concatenate([amplitude, width, projections], axis=1)
+            energy = np.einsum("nf,nf->n", centred, centred)
+            extra["residual"][rows] = np.where(energy > 0, 1.0 - np.einsum("nk,nk->n", projections, projections)
+                                               / np.maximum(energy, 1e-12), 0.0)
+            extra["noise_uv"][rows] = draws.noise_uv
+            extra["shift"][rows] = draws.shift
+            extra["filter_order"][rows] = draws.filter_order
+            for name in ("peak_to_peak_uv", "peak_channel", "padded"):
+                extra[name][rows] = info[name]
     for name, values in extra.items():
         table[name] = values
     table = pd.concat([table[list(INDEX_COLUMNS)],
