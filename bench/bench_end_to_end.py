@@ -10,8 +10,11 @@ accuracies.
 
 A stage's *span* runs from its first run's start to its last run's end; stages overlap (a cell's
 EAP runs start as soon as its templates exist). *Peak RSS (tree)*: the largest sum over all
-processes sampled during the stage's span; *peak RSS (worker)*: the largest ``ru_maxrss`` a worker
-reported after one of the stage's runs (a worker serves several runs, so this is an upper bound).
+processes sampled during the stage's span; *anonymous*: the same without shared pages (those of
+memory-mapped files -- the EAP datasets are read through ``np.load(mmap_mode="r")`` and count in a
+reader's RSS while mapped, as page cache that the kernel can drop -- and of shared libraries), the
+memory the run really needs; *peak RSS (worker)*: the largest ``ru_maxrss`` a worker reported after
+one of the stage's runs (not reported by backfill runs).
 
 Usage::
 
@@ -49,10 +52,12 @@ STAGE_OF_JOB = {"cell_models_job": "cells (NEURON)", "eap_datasets_job": "EAPs +
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
 
 
-def tree_rss_mib(root: int) -> float:
-    """Resident set size summed over ``root`` and all its descendants, MiB (from /proc)."""
+def tree_rss_mib(root: int) -> tuple[float, float]:
+    """Resident set size summed over ``root`` and all its descendants, MiB (from /proc), and its anonymous part
+    (resident minus shared pages: without the pages of memory-mapped files such as the EAP datasets, which are
+    page cache that the kernel can drop)."""
     parents: dict[int, int] = {}
-    rss: dict[int, float] = {}
+    rss: dict[int, tuple[float, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -60,7 +65,8 @@ def tree_rss_mib(root: int) -> float:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
             parents[int(entry.name)] = int(fields[1])
-            rss[int(entry.name)] = int((entry / "statm").read_text().split()[1]) * PAGE_KIB / 1024
+            resident, shared = (int(v) for v in (entry / "statm").read_text().split()[1:3])
+            rss[int(entry.name)] = (resident * PAGE_KIB / 1024, (resident - shared) * PAGE_KIB / 1024)
         except (OSError, ValueError, IndexError):
             continue
     tree, frontier = {root}, [root]
@@ -69,7 +75,7 @@ def tree_rss_mib(root: int) -> float:
         children = [p for p, parent in parents.items() if parent == pid and p not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(rss.get(p, 0.0) for p in tree)
+    return (sum(rss.get(p, (0.0, 0.0))[0] for p in tree), sum(rss.get(p, (0.0, 0.0))[1] for p in tree))
 
 
 class RssSampler(threading.Thread):
@@ -82,7 +88,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append((time.time(), tree_rss_mib(self.pid)))
+            self.samples.append((time.time(), *tree_rss_mib(self.pid)))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -95,7 +101,7 @@ def _run_count(result: dict) -> int:
     return len(result["run_id"].split(",")) if result.get("run_id") else 1
 
 
-def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: float) -> list[dict]:
+def stage_rows(results: list[dict], samples: list[tuple[float, float, float]], t0: float) -> list[dict]:
     """Per stage: runs, span, summed run time, peak RSS (tree, sampled) and peak worker RSS."""
     rows = []
     for job, stage in STAGE_OF_JOB.items():
@@ -104,13 +110,14 @@ def stage_rows(results: list[dict], samples: list[tuple[float, float]], t0: floa
             continue
         start = min(r["started"] for r in runs)
         end = max(r.get("ended") or r["started"] + r["seconds"] for r in runs)
-        inside = [rss for t, rss in samples if start <= t <= end]
+        inside = [(rss, anon) for t, rss, anon in samples if start <= t <= end]
         rows.append({"stage": stage, "job": job, "runs": sum(_run_count(r) for r in runs),
                      "start_s": round(start - t0, 1),
                      "end_s": round(end - t0, 1), "span_s": round(end - start, 1),
                      "run_seconds_sum": round(sum(r["seconds"] for r in runs), 1),
                      "longest_run_s": max(r["seconds"] for r in runs),
-                     "peak_rss_tree_mib": round(max(inside), 0) if inside else None,
+                     "peak_rss_tree_mib": round(max(r for r, _ in inside), 0) if inside else None,
+                     "peak_anon_tree_mib": round(max(a for _, a in inside), 0) if inside else None,
                      # None under a backfill: its runs are processes of the daemon that report no RSS to the driver
                      "peak_rss_worker_mib": max((r.get("peak_rss_mib") or 0.0) for r in runs) or None})
     return rows
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         "run_args": args.run_args, "exit_code": code, "wall_s": round(wall, 1),
         "runs": sum(_run_count(r) for r in summary if r["status"] == "done"), "failed": len(failed),
         "failures": [f"{r['job']} {r['partition']}: {r['error']}" for r in failed][:10],
-        "peak_rss_tree_mib": round(max((rss for _, rss in sampler.samples), default=0.0), 0),
+        "peak_rss_tree_mib": round(max((rss for _, rss, _ in sampler.samples), default=0.0), 0),
+        "peak_anon_tree_mib": round(max((anon for _, _, anon in sampler.samples), default=0.0), 0),
         "stages": stage_rows(summary, sampler.samples, t0), "accuracy": accuracy_rows(data_dir),
         "profile": dagster_profile(home),
         "load_avg_start": load_start, "load_avg_end": benchlib.loadavg(),
