@@ -33,8 +33,8 @@ PEER_CELLS = ("L5_TTPC1_cADpyr232_1", "L5_BP_bAC217_1")
 PACKAGES = ("eap_assets", "numpy", "scipy", "MEArec", "LFPy", "LFPykit", "neuron", "MEAutility", "threadpoolctl",
             "numba")
 
-#: What the benchmarks themselves write: changes there do not make the measured code "uncommitted".
-OUTPUTS = (":!bench/results", ":!docs/benchmarks.md")
+#: What the benchmarks themselves write, and prose: changes there do not make the measured code "uncommitted".
+OUTPUTS = (":!bench/results", ":!docs", ":!README.md")
 
 
 def template_paths(cells: list[str] | None = None) -> list[Path]:
