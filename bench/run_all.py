@@ -360,11 +360,20 @@ def write_report() -> str:
              "the load average at its start and end. Rerun any single one with the command shown in its section, then "
              "`.venv/bin/python bench/run_all.py --report-only`.", "", "## Machine", ""]
     lines += _machine(machine) if machine else ["(no results yet)"]
+    if results["vs_mearec"]:  # the same work timed at different hours of this shared host differs by up to ~2x
+        ttpc1 = [x for x in results["vs_mearec"]["rows"] if x["mtype"] == "TTPC1"]
+        lines += [f"- Host speed at {results['vs_mearec']['date']}: MEArec's own time per TTPC1 EAP "
+                  f"{1e3 * min(x['mearec_s_per_eap'] for x in ttpc1):.0f}–"
+                  f"{1e3 * max(x['mearec_s_per_eap'] for x in ttpc1):.0f} ms on its CPU (1014–1289 ms on "
+                  "2026-12-03 12:22 UTC on an Intel Xeon, same code): the machines of these sessions differ in CPU "
+                  "and their shared hosts in speed by up to ~2×, so compare sections by the CPU and date each one "
+                  "states, not only by their numbers"]
     for title, name, fmt in sections:
         lines += ["", f"## {title}", ""]
         if results[name]:
             m = results[name]["machine"]
-            lines += [f"Code: git {m['git_commit']}{' + uncommitted changes' if m['git_dirty'] else ''}.", ""]
+            lines += [f"Code: git {m['git_commit']}{' + uncommitted changes' if m['git_dirty'] else ''}; "
+                      f"CPU: {m['cpu']}.", ""]
         lines += fmt(results[name]) if results[name] else [f"(not run: `{name}`)"]
     from eap_assets.core.storage import atomic_write_text
 
