@@ -203,8 +203,8 @@ def _end_to_end(r: dict) -> list[str]:
     ok_time = r["wall_s"] <= TARGET_END_TO_END_S and r["failed"] == 0
     acc = r["accuracy"]
     ok_acc = bool(acc) and all(a["within_3pp_or_better"] for a in acc if a["kind"] == "cnn")
-    anon = all(s.get("peak_anon_tree_mib") is not None for s in r["stages"])  # sampled since 2026-12-05 14:30
-    ok_rss = all((s["peak_anon_tree_mib" if anon else "peak_rss_tree_mib"] or 0) <= TARGET_RSS_MIB
+    anon = r.get("peak_anon_tree_mib") is not None  # sampled since 2026-12-05 (a49c500)
+    ok_rss = all((s.get("peak_anon_tree_mib" if anon else "peak_rss_tree_mib") or 0) <= TARGET_RSS_MIB
                  for s in r["stages"])
     workers = any(s.get("peak_rss_worker_mib") for s in r["stages"])  # 0.0 / None: not reported (backfill runs)
     memory = (f" ({r['peak_anon_tree_mib']:.0f} MiB anonymous)" if anon else
