@@ -65,18 +65,23 @@ def test_same_seed_same_table_and_the_augmentation_seed_matters(pool, built):
     assert not np.allclose(other["noise_uv"], table["noise_uv"])
 
 
-def test_the_table_does_not_depend_on_how_many_eaps_are_mapped_at_once(pool, built):
-    """A paper-scale cell (12 000 EAPs of 100 contacts x 224 samples) mapped in one piece took ~4.8 GiB;
-    in chunks the memory is bounded and every row is the same: identical index, detection, amplitudes and
-    widths; the projections on the basis (a matrix product, whose rounding depends on the rows per BLAS
-    call) within float32 rounding."""
+def test_the_eaps_are_mapped_in_chunks_and_the_table_does_not_depend_on_them(pool, built, monkeypatch):
+    """A paper-scale cell (12 000 EAPs of 100 contacts x 224 samples) mapped in one piece took ~4.8 GiB: the
+    mapping runs on at most ``chunk_eaps`` EAPs at a time, and the table is the same to the bit."""
+    from eap_assets.core import recording_set
+
     table, basis, _ = built
+    sizes = []
+
+    def spy(pool_, cell, ids, *args):
+        sizes.append(len(ids))
+        return _windows(pool_, cell, ids, *args)
+
+    monkeypatch.setattr(recording_set, "_windows", spy)
     chunked, chunked_basis, _ = build_recording_set(pool, CONFIG, chunk_eaps=7)
-    projected = [c for c in table.columns if str(c).startswith("pc")] + ["residual"]
-    exact = [c for c in table.columns if c not in projected]
-    assert len(exact) == len(INDEX_COLUMNS) - 1 + 200 and chunked[exact].equals(table[exact])
-    scale = float(np.abs(table[projected]).to_numpy().max())
-    np.testing.assert_allclose(chunked[projected], table[projected], rtol=0, atol=1e-5 * scale)
+    # detection on every EAP and the features of every row in chunks; only the basis's few fit rows in one piece
+    assert sizes.count(7) > len(table) // 7 and sum(n for n in sizes if n > 7) <= CONFIG.waveform.max_fit_rows
+    assert chunked.equals(table)
     np.testing.assert_array_equal(chunked_basis.components, basis.components)
     with pytest.raises(ValueError, match="chunk_eaps must be >= 1"):
         build_recording_set(pool, CONFIG, chunk_eaps=0)

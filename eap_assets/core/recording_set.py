@@ -91,7 +91,7 @@ class RecordingSetConfig:
         return settings_hash("recording-set", CODE_VERSION, asdict(self))
 
 
-#: EAPs of one cell mapped at once by :func:`build_recording_set` (memory bound; no effect on the table).
+#: EAPs of one cell mapped at once by :func:`build_recording_set` (a memory bound; the table does not depend on it).
 CHUNK_EAPS = 2000
 
 
@@ -138,8 +138,8 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
         Use only each cell's first ``max_eaps_per_cell`` accepted EAPs (a random sample: positions and
         rotations are drawn independently per EAP).
     chunk_eaps : int
-        EAPs mapped at once (every step is per EAP, so the table does not depend on it): bounds the
-        memory, ~0.35 MB per EAP of the paper's 100 contacts x 224 samples.
+        EAPs mapped (band-passed, resampled, aligned) at once: bounds the memory, ~0.35 MB per EAP of the
+        paper's 100 contacts x 224 samples; the table does not depend on it.
 
     Returns
     -------
@@ -225,20 +225,28 @@ def build_recording_set(pool: EAPPool, config: RecordingSetConfig, log: Log | No
         ("noise_uv", np.float32), ("shift", np.int16), ("filter_order", np.int8), ("peak_to_peak_uv", np.float32),
         ("peak_channel", np.int16), ("padded", np.int16), ("residual", np.float32))}
     for (cell, copy), group in table.groupby(["cell", "copy"], sort=False).groups.items():
-        for rows in _chunks(np.asarray(group), chunk_eaps):
+        group = np.asarray(group)
+        centred = None
+        for part in _chunks(np.arange(len(group)), chunk_eaps):  # the mapping, the memory-heavy step, in chunks
+            rows = group[part]
             windows, info, draws = _windows(pool, cell, table.loc[rows, "eap_id"].to_numpy(), int(copy), config, bank)
             amplitude, width = amplitude_width(windows, spec.dt_ms)
-            centred = projection_input(windows, basis.config) - basis.mean
-            projections = centred @ basis.components.T
-            features[rows] = np.concatenate([amplitude, width, projections], axis=1)
-            energy = np.einsum("nf,nf->n", centred, centred)
-            extra["residual"][rows] = np.where(energy > 0, 1.0 - np.einsum("nk,nk->n", projections, projections)
-                                               / np.maximum(energy, 1e-12), 0.0)
+            features[rows, :2 * n_contacts] = np.concatenate([amplitude, width], axis=1)
+            inputs = projection_input(windows, basis.config) - basis.mean
+            if centred is None:
+                centred = np.empty((len(group), inputs.shape[1]), dtype=inputs.dtype)
+            centred[part] = inputs
             extra["noise_uv"][rows] = draws.noise_uv
             extra["shift"][rows] = draws.shift
             extra["filter_order"][rows] = draws.filter_order
             for name in ("peak_to_peak_uv", "peak_channel", "padded"):
                 extra[name][rows] = info[name]
+        # one product per cell and copy: BLAS rounds by the rows of a call, so chunking it would change the table
+        projections = centred @ basis.components.T
+        features[group, 2 * n_contacts:] = projections
+        energy = np.einsum("nf,nf->n", centred, centred)
+        extra["residual"][group] = np.where(energy > 0, 1.0 - np.einsum("nk,nk->n", projections, projections)
+                                            / np.maximum(energy, 1e-12), 0.0)
     for name, values in extra.items():
         table[name] = values
     table = pd.concat([table[list(INDEX_COLUMNS)],
