@@ -1,20 +1,19 @@
 """Cold end-to-end run at paper scale: ``make run RUN_ARGS=...`` with a fresh DAGSTER_HOME and data
 directory, per-stage wall time and peak RSS, and the accuracies it reached beside the paper's.
 
-The run is the ordinary ``make run`` (``eap-assets run`` through the Dagster instance, one worker
-process per core). While it runs, this script samples the resident set size of the whole process
-tree (make, the driver and its workers) every 0.5 s from ``/proc``. Afterwards it reads the
-driver's per-partition log (``<data>/summary.json``: start, duration and the worker's peak RSS of
-every run) to split the time into stages, and the ``evaluation`` asset's JSON files for the test
-accuracies.
+The run is the ordinary ``make run`` (``eap-assets run``: one Dagster backfill through the local
+instance's daemon and run queue, one run per core). While it runs, this script samples the resident
+set size of the whole process tree (make, the driver, the daemon, the code server and the run
+processes) every 0.5 s from ``/proc``. Afterwards it reads the driver's per-partition log
+(``<data>/summary.json``: start and duration of every run) to split the time into stages, and the
+``evaluation`` asset's JSON files for the test accuracies.
 
 A stage's *span* runs from its first run's start to its last run's end; stages overlap (a cell's
 EAP runs start as soon as its templates exist). *Peak RSS (tree)*: the largest sum over all
 processes sampled during the stage's span; *anonymous*: the same without shared pages (those of
 memory-mapped files -- the EAP datasets are read through ``np.load(mmap_mode="r")`` and count in a
 reader's RSS while mapped, as page cache that the kernel can drop -- and of shared libraries), the
-memory the run really needs; *peak RSS (worker)*: the largest ``ru_maxrss`` a worker reported after
-one of the stage's runs (not reported by backfill runs).
+memory the run really needs.
 
 Usage::
 
@@ -102,7 +101,7 @@ def _run_count(result: dict) -> int:
 
 
 def stage_rows(results: list[dict], samples: list[tuple[float, float, float]], t0: float) -> list[dict]:
-    """Per stage: runs, span, summed run time, peak RSS (tree, sampled) and peak worker RSS."""
+    """Per stage: runs, span, summed run time, peak RSS and its anonymous part (tree, sampled)."""
     rows = []
     for job, stage in STAGE_OF_JOB.items():
         runs = [r for r in results if r["job"] == job and r["status"] == "done" and r.get("started")]
@@ -117,16 +116,15 @@ def stage_rows(results: list[dict], samples: list[tuple[float, float, float]], t
                      "run_seconds_sum": round(sum(r["seconds"] for r in runs), 1),
                      "longest_run_s": max(r["seconds"] for r in runs),
                      "peak_rss_tree_mib": round(max(r for r, _ in inside), 0) if inside else None,
-                     "peak_anon_tree_mib": round(max(a for _, a in inside), 0) if inside else None,
-                     # None under a backfill: its runs are processes of the daemon that report no RSS to the driver
-                     "peak_rss_worker_mib": max((r.get("peak_rss_mib") or 0.0) for r in runs) or None})
+                     "peak_anon_tree_mib": round(max(a for _, a in inside), 0) if inside else None})
     return rows
 
 
-def dagster_profile(home: Path) -> dict:
-    """Where the time of the runs went, from the Dagster instance in ``home``: per asset (or check), the steps
-    and their summed seconds; per run, the start-up (launched to first step: the run worker's process start and
-    code load) and the queue wait (created to launched)."""
+def dagster_profile(home: Path, until: float | None = None) -> dict:
+    """Where the time of the runs went, from the Dagster instance in ``home`` (runs created by ``until``, a Unix
+    time, if given): per asset (or check), the steps and their summed seconds; per run, the start-up (launched to
+    first step: the run worker's process start and code load) and the queue wait (created to launched); the
+    longest run's steps in the order they ran."""
     import collections
 
     os.environ["DAGSTER_HOME"] = str(home)
@@ -137,12 +135,16 @@ def dagster_profile(home: Path) -> dict:
     checks = {f"{k.asset_key.to_python_identifier()}_{k.name}" for k in defs.resolve_asset_graph().asset_check_keys}
     steps: dict[str, list[float]] = collections.defaultdict(list)
     startup, queued, runs = [], [], 0
+    longest: dict = {"seconds": -1.0}
     kinds = {dg.DagsterEventType.PIPELINE_STARTING, dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
              dg.DagsterEventType.STEP_FAILURE}
     with dg.DagsterInstance.get() as instance:
         for record in instance.get_run_records():
+            if until is not None and record.create_timestamp.timestamp() > until:
+                continue
             runs += 1
             begun: dict[str, float] = {}
+            mine: list[dict] = []
             launched = None
             for event in instance.all_logs(record.dagster_run.run_id, of_type=kinds):
                 kind = event.dagster_event.event_type_value
@@ -153,6 +155,10 @@ def dagster_profile(home: Path) -> dict:
                 elif event.step_key in begun:
                     name = "asset checks" if event.step_key in checks else event.step_key
                     steps[name].append(event.timestamp - begun[event.step_key])
+                    mine.append({"step": name, "seconds": round(event.timestamp - begun[event.step_key], 1)})
+            if record.start_time and record.end_time and record.end_time - record.start_time > longest["seconds"]:
+                longest = {"seconds": round(record.end_time - record.start_time, 1), "steps": mine,
+                           "partition": record.dagster_run.tags.get("dagster/partition")}
             if launched is not None and begun:
                 queued.append(launched - record.create_timestamp.timestamp())
                 startup.append(min(begun.values()) - launched)
@@ -160,7 +166,8 @@ def dagster_profile(home: Path) -> dict:
                    for name, values in steps.items()), key=lambda row: -row["seconds"])
     return {"runs": runs, "steps": rows, "step_seconds": round(sum(r["seconds"] for r in rows), 1),
             "startup_seconds": round(sum(startup), 1), "startup_median_s": round(benchlib.median(startup), 2)
-            if startup else None, "queued_median_s": round(benchlib.median(queued), 1) if queued else None}
+            if startup else None, "queued_median_s": round(benchlib.median(queued), 1) if queued else None,
+            "longest_run": longest if longest["seconds"] >= 0 else None}
 
 
 def accuracy_rows(data_dir: Path) -> list[dict]:
@@ -191,7 +198,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="fresh DAGSTER_HOME and data directory go here (deleted first)")
     parser.add_argument("--run-args", default="", help="extra arguments of `eap-assets run` (RUN_ARGS)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    parser.add_argument("--reprofile", action="store_true",
+                        help="no run: recompute the profile of bench/results/end_to_end.json from the instance that "
+                             "its run left in --workdir (kept with --keep; runs created after the result are ignored)")
     args = parser.parse_args(argv)
+    if args.reprofile:
+        return reprofile(args.workdir.resolve())
 
     workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -232,6 +244,21 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
     name = "end_to_end" if not args.run_args else "end_to_end_custom"
     print(f"written {benchlib.save_result(name, result)}")
+    return result
+
+
+def reprofile(workdir: Path) -> dict:
+    """The profile of the last end-to-end result recomputed from its kept instance (the code of today)."""
+    import calendar
+
+    from eap_assets.core.storage import atomic_write_text
+
+    result = benchlib.load_result("end_to_end")
+    written = calendar.timegm(time.strptime(result["date"], "%Y-%m-%d %H:%M:%S %Z"))
+    result["profile"] = dagster_profile(workdir / "dagster_home", until=written)
+    result["profile_command"] = benchlib.command_line()
+    atomic_write_text(benchlib.RESULTS_DIR / "end_to_end.json", json.dumps(result, indent=2))
+    print(json.dumps(result["profile"]["longest_run"]))
     return result
 
 

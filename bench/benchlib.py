@@ -43,7 +43,8 @@ def template_paths(cells: list[str] | None = None) -> list[Path]:
     missing = [p.name for p in paths if not p.exists()]
     if not paths or missing:
         raise SystemExit(f"spike templates missing in {TEMPLATES_DIR} ({', '.join(missing) or 'none found'}): run "
-                         "`make cells-doc` (or a paper-scale `make run` in that data directory) first (paper-scale templates of the 13 cells, ~10 min on 2 cores)")
+                         "a paper-scale `make run RUN_ARGS=` there, or `make cells-doc` for ./data (~10 min on 2 "
+                         "cores), first")
     return paths
 
 

@@ -5,7 +5,8 @@ Builds the ``recording_training_set`` of ``--rotation`` from the recording EAPs 
 settings) in a child process, and samples that process's ``/proc/<pid>/status`` every 0.2 s: ``VmRSS`` (what the
 end-to-end benchmark sums over the process tree), ``RssAnon`` (memory only this process holds: arrays, the table)
 and ``RssFile`` (pages of files mapped into it: the memory-mapped EAP datasets it has read, which stay counted in
-its RSS while mapped but are page cache that the kernel can drop under pressure).
+its RSS while mapped but are page cache that the kernel can drop under pressure). Then it compares the table and
+basis with the ones the run's asset stored in the data directory, column by column (one BLAS thread, as the runs).
 
 Usage (after a paper-scale ``make run`` in the data directory)::
 
@@ -44,9 +45,22 @@ def build(data_dir: str, rotation: str, queue) -> None:
     cells = sorted(p.name for p in (Path(data_dir) / "recording_eaps").iterdir() if (p / rotation).is_dir())
     start = time.perf_counter()
     pool = load_pool(settings, rotation, cells, family="recording", recording=recording)
-    table, _, summary = build_recording_set(pool, recording.set_config(settings))
+    table, basis, summary = build_recording_set(pool, recording.set_config(settings))
+    seconds = time.perf_counter() - start
+    stored = Path(data_dir) / "recording_training_set" / f"{rotation}.parquet"  # what the run's asset wrote
+    same = None
+    if stored.exists():
+        import numpy as np
+        import pandas as pd
+
+        old = pd.read_parquet(stored).reset_index(drop=True)
+        with np.load(Path(data_dir) / "waveform_basis" / f"{rotation}.npz") as old_basis:
+            same = {"columns": len(table.columns), "rows": len(old) == len(table),
+                    "differing_columns": [c for c in table.columns if c not in old or not table[c].equals(old[c])],
+                    "basis": bool(np.array_equal(old_basis["components"], basis.components)
+                                  and np.array_equal(old_basis["mean"], basis.mean))}
     queue.put({"cells": len(cells), "rows": len(table), "table_mib": round(table.memory_usage().sum() / 2**20, 1),
-               "eaps": sum(summary["eaps"].values()), "seconds": round(time.perf_counter() - start, 1)})
+               "eaps": sum(summary["eaps"].values()), "seconds": round(seconds, 1), "same_as_stored": same})
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -206,7 +206,6 @@ def _end_to_end(r: dict) -> list[str]:
     anon = r.get("peak_anon_tree_mib") is not None  # sampled since 2026-12-05 (a49c500)
     ok_rss = all((s.get("peak_anon_tree_mib" if anon else "peak_rss_tree_mib") or 0) <= TARGET_RSS_MIB
                  for s in r["stages"])
-    workers = any(s.get("peak_rss_worker_mib") for s in r["stages"])  # 0.0 / None: not reported (backfill runs)
     memory = (f" ({r['peak_anon_tree_mib']:.0f} MiB anonymous)" if anon else
               " (its anonymous part was not sampled by this run: the figure includes the page cache of the "
               "memory-mapped EAP datasets that the runs read)")
@@ -223,15 +222,12 @@ def _end_to_end(r: dict) -> list[str]:
            "Stages (span: first run's start to last run's end, seconds from the start of `make run`; stages "
            "overlap because a rotation's training starts when its last feature table is done). Peak RSS "
            "(tree): all processes together (the daemon and its run processes included), sampled every 0.5 s during "
-           "the span" + ("; anonymous: the same without shared pages (memory-mapped files, libraries)" if anon else "")
-           + ("; (worker): the largest peak RSS a worker process reported after one of the stage's runs."
-              if workers else " (no per-run figure: the backfill's runs do not report their RSS)."), ""]
+           "the span" + ("; anonymous: the same without shared pages (memory-mapped files, libraries)." if anon else
+                         "."), ""]
     out += _table(["stage", "runs", "start (s)", "end (s)", "span (s)", "sum of run times (s)", "longest run (s)",
-                   "peak RSS tree (MiB)", *(["anonymous (MiB)"] if anon else []),
-                   *(["peak RSS worker (MiB)"] if workers else [])],
+                   "peak RSS tree (MiB)", *(["anonymous (MiB)"] if anon else [])],
                   [[s["stage"], s["runs"], s["start_s"], s["end_s"], s["span_s"], s["run_seconds_sum"],
-                    s["longest_run_s"], s["peak_rss_tree_mib"], *([s["peak_anon_tree_mib"]] if anon else []),
-                    *([s["peak_rss_worker_mib"]] if workers else [])]
+                    s["longest_run_s"], s["peak_rss_tree_mib"], *([s["peak_anon_tree_mib"]] if anon else [])]
                    for s in r["stages"]])
     out += ["", "Test accuracy of this run beside the paper's CNN (binary: accuracy over the test EAPs, the "
             "paper's Table II average; m-type: mean over the 13 cell types, Table III):", ""]
@@ -254,6 +250,13 @@ def _end_to_end(r: dict) -> list[str]:
         out += _table(["step", "steps", "sum (s)", "share of step time (%)"],
                       [[row["step"], row["count"], row["seconds"],
                         round(100 * row["seconds"] / profile["step_seconds"], 1)] for row in profile["steps"]])
+        longest = profile.get("longest_run")
+        if longest:
+            steps = ", ".join(f"{s['step']} {s['seconds']:.0f} s" for s in longest["steps"])
+            out += ["", f"The longest run ({longest['partition']}, {longest['seconds']:.0f} s) ran its steps one "
+                    f"after the other: {steps}."
+                    + (f" Profile recomputed from the kept instance: `{r['profile_command']}`."
+                       if r.get("profile_command") else "")]
     return out
 
 
@@ -341,7 +344,18 @@ def _recording_set_memory(r: dict) -> list[str]:
             f"{'met' if ok else 'NOT met'}); peak RSS {peak['VmRSS']:.0f} MiB, of which up to "
             f"{peak['RssFile']:.0f} MiB file pages: the EAP datasets it read stay counted in its RSS while mapped, "
             "as page cache that the kernel drops under memory pressure (so the end-to-end tree figure overstates "
-            "what a run needs)."]
+            "what a run needs)." + _same_as_stored(r.get("same_as_stored"))]
+
+
+def _same_as_stored(same: dict | None) -> str:
+    if not same:
+        return ""
+    if same["rows"] and not same["differing_columns"] and same["basis"]:
+        return (f" The table equals the one the run's asset stored to the bit (all {same['columns']} columns), the "
+                "basis too.")
+    return (f" Unlike the stored table: {len(same['differing_columns'])} of {same['columns']} columns differ "
+            f"({', '.join(same['differing_columns'][:5])}), rows {'equal' if same['rows'] else 'differ'} in number, "
+            f"basis {'equal' if same['basis'] else 'differs'}.")
 
 
 def write_report() -> str:
