@@ -21,6 +21,7 @@ import argparse  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from queue import Empty as queue_empty  # noqa: E402
 
 FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM")
 
@@ -46,7 +47,8 @@ def build(data_dir: str, rotation: str, queue) -> None:
     start = time.perf_counter()
     pool = load_pool(settings, rotation, cells, family="recording", recording=recording)
     table, basis, summary = build_recording_set(pool, recording.set_config(settings))
-    seconds = time.perf_counter() - start
+    queue.put({"cells": len(cells), "rows": len(table), "table_mib": round(table.memory_usage().sum() / 2**20, 1),
+               "eaps": sum(summary["eaps"].values()), "seconds": round(time.perf_counter() - start, 1)})
     stored = Path(data_dir) / "recording_training_set" / f"{rotation}.parquet"  # what the run's asset wrote
     same = None
     if stored.exists():
@@ -59,8 +61,7 @@ def build(data_dir: str, rotation: str, queue) -> None:
                     "differing_columns": [c for c in table.columns if c not in old or not table[c].equals(old[c])],
                     "basis": bool(np.array_equal(old_basis["components"], basis.components)
                                   and np.array_equal(old_basis["mean"], basis.mean))}
-    queue.put({"cells": len(cells), "rows": len(table), "table_mib": round(table.memory_usage().sum() / 2**20, 1),
-               "eaps": sum(summary["eaps"].values()), "seconds": round(seconds, 1), "same_as_stored": same})
+    queue.put({"same_as_stored": same})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,17 +75,24 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = benchlib.loadavg()
     child.start()
     peaks: dict[str, float] = {}
-    while child.is_alive():
+    built = None  # the build's figures: the memory of the comparison after it is not sampled
+    while built is None and child.is_alive():
         try:
             for name, value in status_mib(child.pid).items():
                 peaks[name] = max(peaks.get(name, 0.0), value)
+            built = queue.get(timeout=0.2)
         except (FileNotFoundError, ProcessLookupError):
             break
-        time.sleep(0.2)
+        except queue_empty:
+            pass
+    try:
+        compared = queue.get(timeout=900) if built is not None else {}
+    except queue_empty:  # the comparison died
+        compared = {}
     child.join()
-    if child.exitcode:
+    if child.exitcode or built is None:
         raise SystemExit(f"the build failed (exit {child.exitcode})")
-    result = {"rotation": args.rotation, "data_dir": str(args.data_dir), **queue.get(),
+    result = {"rotation": args.rotation, "data_dir": str(args.data_dir), **built, **compared,
               "recording_eaps_on_disk_mib": round(eaps_on_disk / 2**20, 1),
               "peak_mib": {k: round(v, 1) for k, v in peaks.items()},
               "load_avg_start": load_start, "load_avg_end": benchlib.loadavg()}
